@@ -1,0 +1,5 @@
+"""``python -m nanoseg`` runs the command line."""
+
+from nanoseg.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""The ``nanoseg`` command line. It only parses options and calls the Python API.
+
+Expected problems (bad files, bad options) are :class:`~nanoseg.errors.NanosegError`: they are
+printed as one line and the command exits with code 2. Anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from nanoseg import __version__
+from nanoseg.errors import NanosegError
+
+app = typer.Typer(
+    name="nanoseg",
+    help="Find nanoparticles in (HR)TEM micrographs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit code for expected errors (bad input, bad options), as click uses for usage errors.
+EXIT_INPUT = 2
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_INPUT)
+
+
+def _expected_errors(func: F) -> F:
+    """Turn NanosegError into one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except NanosegError as err:
+            raise _fail(str(err)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nanoseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Find nanoparticles in (HR)TEM micrographs."""
+
+
+@app.command()
+def info(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Micrograph files (MRC, DM3/4, SER, EMD, TIFF, PNG, JPEG, NPY)."),
+    ],
+    frame: Annotated[
+        str,
+        typer.Option(help="How stacks become one image: 'sum' of all frames, or a frame number."),
+    ] = "sum",
+) -> None:
+    """Print shape, dtype, pixel size, value range and format, one line per file."""
+    from nanoseg.io import read_micrograph
+
+    choice = _parse_frame(frame)
+    failed = 0
+    for path in files:
+        try:
+            mic = read_micrograph(path, frame=choice)
+        except NanosegError as err:
+            typer.echo(f"error: {err}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"{path}: {mic.describe()}")
+    if failed:
+        raise typer.Exit(EXIT_INPUT)
+
+
+def _parse_frame(frame: str) -> int | str:
+    if frame == "sum":
+        return "sum"
+    try:
+        return int(frame)
+    except ValueError:
+        raise _fail(f"--frame must be 'sum' or a frame number, not '{frame}'") from None
+
+
+@app.command()
+@_expected_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = Path(
+        "nanoseg-demo"
+    ),
+) -> None:
+    """Run nanoseg on its built-in example micrograph and say where the results are."""
+    from nanoseg.demo import run_demo
+
+    for line in run_demo(out):
+        typer.echo(line)
+
+
+def main() -> None:
+    """Entry point of the ``nanoseg`` command."""
+    app(prog_name="nanoseg")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Reading and writing micrographs, label maps, masks, probability maps and tables."""
+
+from nanoseg.io.read import (
+    MAX_PIXELS,
+    READ_EXTENSIONS,
+    Micrograph,
+    read_label_map,
+    read_micrograph,
+    unit_to_nm,
+)
+from nanoseg.io.write import (
+    atomic_path,
+    check_output_dir,
+    write_csv,
+    write_mask,
+    write_mrc,
+    write_png,
+    write_tiff,
+)
+
+__all__ = [
+    "MAX_PIXELS",
+    "READ_EXTENSIONS",
+    "Micrograph",
+    "atomic_path",
+    "check_output_dir",
+    "read_label_map",
+    "read_micrograph",
+    "unit_to_nm",
+    "write_csv",
+    "write_mask",
+    "write_mrc",
+    "write_png",
+    "write_tiff",
+]
