@@ -236,31 +236,46 @@ def _read_rsciio(path: Path, fmt: str) -> _Raw:
         from rsciio.emd import file_reader
 
     signals = file_reader(str(path))
-    images = [s for s in signals if _signal_dims(s) == 2]
+    # Structured dtypes are RGBA thumbnails (DM) and not images to segment.
+    images = [s for s in signals if np.asarray(s["data"]).dtype.names is None and _is_image(s)]
     if not images:
         shapes = ", ".join(str(np.shape(s["data"])) for s in signals) or "none"
         raise InvalidDataError(f"no 2-D image in the file (signals found: {shapes})", path)
     signal = images[0]  # documented rule: the first image signal in the file
-    axes = signal["axes"]
-    spatial = [a for a in axes if not a.get("navigate", False)][-2:]
+    array, spatial = _yx_order(np.asarray(signal["data"]), signal["axes"])
     sizes = []
     for axis in spatial:
         factor = unit_to_nm(axis.get("units"))
         scale = float(axis.get("scale", 1.0) or 0.0)
         sizes.append(scale * factor if factor is not None else float("nan"))
-    pixel_size = _mean_size(sizes)
-    array = np.asarray(signal["data"])
     metadata = {
         "original_metadata": signal.get("original_metadata", {}),
         "metadata": signal.get("metadata", {}),
-        "axes": axes,
+        "axes": signal["axes"],
     }
     layout = "stack" if array.ndim == 3 else "grey"
-    return _Raw(array, layout, fmt, pixel_size, metadata)
+    return _Raw(array, layout, fmt, _mean_size(sizes), metadata)
 
 
-def _signal_dims(signal: dict[str, Any]) -> int:
-    return sum(1 for a in signal["axes"] if not a.get("navigate", False))
+def _axis_names(axes: list[dict[str, Any]]) -> list[str]:
+    return [str(a.get("name") or "").strip().lower() for a in axes]
+
+
+def _is_image(signal: dict[str, Any]) -> bool:
+    axes = signal["axes"]
+    names = _axis_names(axes)
+    signal_dims = sum(1 for a in axes if not a.get("navigate", False))
+    return signal_dims == 2 or ("x" in names and "y" in names)
+
+
+def _yx_order(array: np.ndarray, axes: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict]]:
+    """Put the axes named y and x last, in that order (rsciio returns Berkeley EMD transposed)."""
+    names = _axis_names(axes)
+    if "x" in names and "y" in names and array.ndim == len(axes):
+        iy, ix = names.index("y"), names.index("x")
+        others = [i for i in range(array.ndim) if i not in (iy, ix)]
+        return np.transpose(array, [*others, iy, ix]), [axes[iy], axes[ix]]
+    return array, [a for a in axes if not a.get("navigate", False)][-2:]
 
 
 def _read_tiff(path: Path) -> _Raw:
@@ -598,7 +613,8 @@ def read_label_map(
 def _mean_size(sizes: Any) -> float | None:
     """Mean of the x and y pixel sizes in nm, or None if any is missing or not positive."""
     values = [float(s) for s in sizes]
-    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+    # Outside 0.1 pm .. 0.1 mm per pixel is a placeholder calibration (TIA writes 1 m), not a size.
+    if not values or any(not math.isfinite(v) or not 1e-4 <= v <= 1e5 for v in values):
         return None
     return float(sum(values) / len(values))
 
