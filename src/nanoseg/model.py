@@ -904,17 +904,17 @@ def save_model(
     folder = check_output_dir(path)
     user = {k: v for k, v in dict(card or {}).items() if k not in _RESERVED_CARD_KEYS}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    weights_path = folder / MODEL_WEIGHTS_NAME
-    with atomic_path(weights_path) as tmp:
-        safetensors.torch.save_file(tensors, os.fspath(tmp), metadata={"format": "pt"})
+    weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
     full = {
         "format_version": CARD_FORMAT_VERSION,
         "nanoseg_version": __version__,
         "architecture": model.config.to_dict(),
-        "weights_sha256": _sha256(weights_path),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         **_json_ready(user),
     }
-    text = json.dumps(full, indent=2, allow_nan=False) + "\n"
+    text = json.dumps(full, indent=2, allow_nan=False) + "\n"  # fails before anything is written
+    with atomic_path(folder / MODEL_WEIGHTS_NAME) as tmp:
+        tmp.write_bytes(weights)
     with atomic_path(folder / MODEL_CARD_NAME) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return folder
