@@ -117,6 +117,32 @@ def demo(
         typer.echo(line)
 
 
+@app.command("import-keras")
+@_expected_errors
+def import_keras_command(
+    weights: Annotated[
+        Path, typer.Argument(help="Keras 2 HDF5 weights file of the paper's U-Net.")
+    ],
+    out: Annotated[Path, typer.Option(help="Model folder to write (safetensors + JSON card).")],
+) -> None:
+    """Convert the paper's released Keras weights into a nanoseg model folder."""
+    from nanoseg.model import import_keras, save_model
+
+    if out.resolve() == weights.resolve():
+        raise _fail(f"{out}: --out would overwrite the input weights file")
+    model, info = import_keras(weights)
+    card = {
+        "source": {"keras_weights": weights.name, "sha256": info["sha256"]},
+        # The paper's recipe: 3x3 median filter, then divide by the maximum (per image here,
+        # since the dataset maximum of the paper's training data is not in the file).
+        "preprocessing": {"median": 3, "normalize": "image-max"},
+        "threshold": 0.5,
+        "pixel_size_nm": None,
+    }
+    folder = save_model(out, model, card)
+    typer.echo(f"{weights}: {model.config.describe()} -> {folder}")
+
+
 def main() -> None:
     """Entry point of the ``nanoseg`` command."""
     app(prog_name="nanoseg")
