@@ -117,6 +117,56 @@ def demo(
         typer.echo(line)
 
 
+@app.command()
+@_expected_errors
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Output folder (images/, labels/, metadata/).")],
+    n: Annotated[int, typer.Option("--n", help="Number of micrographs.")] = 100,
+    materials: Annotated[
+        str, typer.Option(help="Comma-separated particle materials: au,pd,pt,ag,cdse,cdse-zb.")
+    ] = "au,pd,cdse",
+    size: Annotated[int, typer.Option(help="Micrograph side in pixels.")] = 1024,
+    pixel_size: Annotated[
+        str, typer.Option(help="Pixel size in nm, one value or a range 'min:max'.")
+    ] = "0.02:0.05",
+    particle_size: Annotated[
+        str, typer.Option(help="Particle diameter in nm, one value or a range 'min:max'.")
+    ] = "1.5:10",
+    variants: Annotated[
+        int, typer.Option(help="Micrographs recorded per simulated scene (lens, dose, camera).")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Simulate labelled HRTEM micrographs: multislice (abTEM), lens, dose noise and camera."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from nanoseg.simulate import parse_range
+    from nanoseg.simulate import simulate as run_simulation
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("simulating", total=n)
+        out = run_simulation(
+            out_dir,
+            n,
+            materials=materials.split(","),
+            size=size,
+            pixel_size=parse_range(pixel_size, "--pixel-size"),
+            particle_size=parse_range(particle_size, "--particle-size"),
+            variants=variants,
+            seed=seed,
+            workers=workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    typer.echo(f"{n} micrographs in {out}/images, labels in {out}/labels, table {out}/metadata.csv")
+
+
 @app.command("import-keras")
 @_expected_errors
 def import_keras_command(

@@ -246,6 +246,10 @@ def write_mrc(
                 mrc.set_image_stack()
             if pixel_size is not None:
                 mrc.voxel_size = float(pixel_size) * 10.0
+            # mrcfile's default label holds the creation time; a fixed one keeps files
+            # byte-identical for identical data.
+            mrc.header.label[0] = b"written by nanoseg".ljust(80)
+            mrc.header.nlabl = 1
     return path
 
 

@@ -1,0 +1,349 @@
+"""A scene: particles on a carbon film in one field of view, and the micrographs taken of it.
+
+One exit wave is computed per scene (the expensive part: particle multislice and the film), and
+several micrographs are recorded from it with different lens settings, doses and cameras (cheap).
+The micrographs of one scene share their particles, so their metadata carries the scene number:
+a dataset must keep a scene's micrographs in the same split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import fft as sfft
+
+from nanoseg.simulate import optics
+from nanoseg.simulate.camera import Camera, bin_pixels, expose, random_camera
+from nanoseg.simulate.structures import MATERIALS, Particle, build_particle, footprint
+
+__all__ = ["Imaging", "Scene", "SceneSettings", "plan_scene", "render_scene"]
+
+#: Detector pixels are integrated from OVERSAMPLE x OVERSAMPLE simulation pixels.
+OVERSAMPLE = 2
+#: Carbon is modelled as phase screens about this far apart, A.
+CARBON_SLAB = 15.0
+#: Distinct particles simulated per scene; denser fields reuse them mirrored and turned.
+MAX_DISTINCT = 8
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """What the user asked for (ranges are inclusive; sizes in nm)."""
+
+    materials: tuple[str, ...]
+    size: int
+    pixel_size: tuple[float, float]
+    particle_size: tuple[float, float] = (1.5, 10.0)
+    variants: int = 4
+
+
+@dataclass
+class Imaging:
+    """Lens settings and camera of one micrograph (lengths in nm, as in the metadata)."""
+
+    cs_mm: float
+    defocus_nm: float
+    focal_spread_nm: float
+    angular_spread_mrad: float
+    aperture_mrad: float | None
+    camera: Camera
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One particle in the field: a copy of ``Scene.particles[particle]`` moved to `centre`.
+
+    `transform` (0-7) is a symmetry of the square grid applied to the particle (bit 0: mirror x,
+    bit 1: mirror y, bit 2: swap x and y, applied first); the mirrored or turned copy of a crystal
+    is a crystal, and its exit wave is exactly the transformed exit wave.
+    """
+
+    particle: int
+    transform: int
+    centre: tuple[float, float]  # (x, y) in nm from the detector's top-left corner
+
+
+@dataclass
+class Scene:
+    """One field of view: its particles, film, beam, and the micrographs to record."""
+
+    index: int
+    material: str
+    pixel_size: float  # nm
+    size: int
+    voltage_kv: float
+    carbon_nm: float
+    particles: list[Particle]  # the distinct particles simulated (at most MAX_DISTINCT)
+    placements: list[Placement]  # where each particle of the field is, and which one it is
+    imaging: list[Imaging]
+    rng: np.random.Generator = field(repr=False)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
+    """Draw everything about scene `index` from ``SeedSequence([seed, index])``.
+
+    Parameters
+    ----------
+    settings : SceneSettings
+    index : int
+        Scene number.
+    seed : int
+        Seed of the whole run.
+
+    Returns
+    -------
+    Scene
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    material = MATERIALS[settings.materials[int(rng.integers(len(settings.materials)))]]
+    pixel_size = _log_uniform(rng, *settings.pixel_size)
+    field_nm = settings.size * pixel_size
+    # Particle sizes cluster around a sample mean, as in a real synthesis; they must fit the field.
+    d_low, d_high = settings.particle_size
+    d_high = min(d_high, 0.4 * field_nm)
+    d_low = min(d_low, d_high)
+    mean_d = _log_uniform(rng, d_low, d_high)
+    coverage = rng.uniform(0.05, 0.35)
+    particles: list[Particle] = []
+    placements: list[Placement] = []
+    area = 0.0
+    failures = 0
+    while area < coverage * field_nm**2 and len(placements) < 60 and failures < 50:
+        if len(particles) < MAX_DISTINCT:
+            d = float(np.clip(mean_d * math.exp(rng.normal(0, 0.15)), d_low, d_high))
+            shape = material.shapes[int(rng.integers(len(material.shapes)))]
+            candidate, index, transform = build_particle(material, shape, d, rng), len(particles), 0
+        else:
+            index, transform = int(rng.integers(len(particles))), int(rng.integers(8))
+            candidate = particles[index]
+        centre = _place(candidate.projected_radius / 10, placements, particles, field_nm, rng)
+        if centre is None:
+            failures += 1
+            continue
+        if index == len(particles):
+            particles.append(candidate)
+        placements.append(Placement(index, transform, (float(centre[0]), float(centre[1]))))
+        area += math.pi * (candidate.diameter / 2) ** 2
+    voltage = float(rng.choice([200.0, 300.0]))
+    carbon = float(rng.uniform(2.0, 10.0))
+    imaging = [
+        _random_imaging(rng, pixel_size, settings.size, voltage) for _ in range(settings.variants)
+    ]
+    return Scene(
+        index=index,
+        material=material.name,
+        pixel_size=pixel_size,
+        size=settings.size,
+        voltage_kv=voltage,
+        carbon_nm=carbon,
+        particles=particles,
+        placements=placements,
+        imaging=imaging,
+        rng=rng,
+    )
+
+
+def _place(
+    radius: float,
+    placements: list[Placement],
+    particles: list[Particle],
+    field_nm: float,
+    rng: np.random.Generator,
+) -> np.ndarray | None:
+    """A centre (nm) for a particle of projected `radius` (nm), clear of or touching the others."""
+    others = [(np.array(p.centre), particles[p.particle].projected_radius / 10) for p in placements]
+    for _ in range(30):
+        if others and rng.random() < 0.3:
+            # Touching neighbours: projected outlines in contact (the max radii overlap a little).
+            centre_j, radius_j = others[int(rng.integers(len(others)))]
+            angle = rng.uniform(0, 2 * math.pi)
+            centre = centre_j + 0.92 * (radius + radius_j) * np.array(
+                [math.cos(angle), math.sin(angle)]
+            )
+            factor, gap = 0.85, 0.0
+        else:
+            centre = rng.uniform(0, field_nm, size=2)
+            factor, gap = 1.0, 0.3
+        if not (0 <= centre[0] <= field_nm and 0 <= centre[1] <= field_nm):
+            continue
+        if all(np.hypot(*(centre - c)) >= factor * (radius + r) + gap for c, r in others):
+            return centre
+    return None
+
+
+def _transform_array(array: np.ndarray, transform: int) -> np.ndarray:
+    if transform & 4:
+        array = array.T
+    if transform & 1:
+        array = array[:, ::-1]
+    if transform & 2:
+        array = array[::-1, :]
+    return array
+
+
+def _transform_xy(xy: np.ndarray, transform: int) -> np.ndarray:
+    """The same symmetry as :func:`_transform_array` on (x, y) positions relative to the centre."""
+    xy = xy[:, ::-1].copy() if transform & 4 else xy.copy()
+    if transform & 1:
+        xy[:, 0] *= -1
+    if transform & 2:
+        xy[:, 1] *= -1
+    return xy
+
+
+def _random_imaging(
+    rng: np.random.Generator, pixel_size: float, size: int, voltage: float
+) -> Imaging:
+    corrected = rng.random() < 0.5
+    cs_mm = float(rng.uniform(-0.02, 0.02)) if corrected else float(rng.uniform(0.5, 1.5))
+    energy = voltage * 1e3
+    if rng.random() < 0.4:
+        # Near Scherzer focus (abTEM sign: positive is underfocus).
+        scherzer = math.copysign(
+            math.sqrt(1.5 * abs(cs_mm) * 1e7 * optics.wavelength(energy)), cs_mm
+        )
+        defocus_nm = scherzer / 10 + float(rng.normal(0, 3.0))
+    else:
+        defocus_nm = float(rng.uniform(-100, 100))  # the paper's autofocus range
+    # Medium magnification is usually recorded with an objective aperture (mass-thickness contrast).
+    aperture = float(rng.uniform(8, 25)) if pixel_size >= 0.08 and rng.random() < 0.6 else None
+    dose = _log_uniform(rng, 50, 1e4)
+    return Imaging(
+        cs_mm=cs_mm,
+        defocus_nm=defocus_nm,
+        focal_spread_nm=float(rng.uniform(2, 6)),
+        angular_spread_mrad=float(rng.uniform(0.05, 0.3)),
+        aperture_mrad=aperture,
+        camera=random_camera(rng, dose, pixel_size * 10, size),
+    )
+
+
+def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+    """Simulate the scene's exit wave once and record each of its micrographs.
+
+    Returns
+    -------
+    list of (image, label, metadata)
+        Per micrograph: uint16 image ``(size, size)``, boolean label ``(size, size)``, and a
+        metadata dict (scene, material, particles, optics, camera).
+    """
+    detector_px = scene.pixel_size * 10  # A
+    sampling = detector_px / OVERSAMPLE
+    energy = scene.voltage_kv * 1e3
+    boxes = [
+        math.ceil(2 * (p.projected_radius + optics.BOX_MARGIN) / sampling) for p in scene.particles
+    ]
+    margin = max([20.0, *[b * sampling / 2 + 5.0 for b in boxes]])  # boxes and CTF delocalisation
+    off = math.ceil(margin / sampling)
+    n = sfft.next_fast_len(scene.size * OVERSAMPLE + 2 * off)
+    origin = off * sampling  # detector top-left corner in simulation coordinates, A
+
+    # Each distinct particle is simulated once, centred on its box's middle pixel centre.
+    waves = []
+    for particle, box in zip(scene.particles, boxes, strict=True):
+        positions = particle.atoms.positions.copy()
+        positions[:, :2] += (box - 1) / 2 * sampling
+        waves.append(
+            optics.particle_exit_wave(positions, particle.atoms.numbers, box, sampling, energy)
+        )
+
+    psi = np.ones((n, n), dtype=np.complex64)
+    material = MATERIALS[scene.material]
+    labels = []
+    particle_rows = []
+    for placement in scene.placements:
+        particle, box = scene.particles[placement.particle], boxes[placement.particle]
+        wanted = origin + np.asarray(placement.centre) * 10  # simulation coordinates, A
+        # Box pixel (r, c) is simulation pixel (i0 + r, j0 + c), centred at (j0 + c + 0.5) * s.
+        j0, i0 = (round(v / sampling - 0.5 - (box - 1) / 2) for v in wanted)
+        centre = (
+            np.array([j0, i0]) + 0.5 + (box - 1) / 2
+        ) * sampling - origin  # detector coords, A
+        psi[i0 : i0 + box, j0 : j0 + box] *= _transform_array(
+            waves[placement.particle], placement.transform
+        )
+        xy = _transform_xy(particle.atoms.positions[:, :2], placement.transform) + centre
+        mask = footprint(xy, material.radius, (scene.size, scene.size), detector_px, (0.0, 0.0))
+        labels.append(mask)
+        particle_rows.append(
+            _particle_row(particle, placement, centre / 10, mask, scene.pixel_size)
+        )
+
+    slabs = max(1, round(scene.carbon_nm * 10 / CARBON_SLAB))
+    thickness = scene.carbon_nm * 10 / slabs
+    for _ in range(slabs):
+        phase = optics.carbon_screen((n, n), sampling, thickness, energy, scene.rng)
+        psi = optics.propagate(
+            psi * np.exp(1j * phase).astype(np.complex64), sampling, thickness, energy
+        )
+
+    label = np.logical_or.reduce(labels) if labels else np.zeros((scene.size, scene.size), bool)
+    crop = slice(off, off + scene.size * OVERSAMPLE)
+    results = []
+    for variant, imaging in enumerate(scene.imaging):
+        intensity = optics.image(
+            psi,
+            sampling,
+            energy,
+            cs=imaging.cs_mm * 1e7,
+            defocus=imaging.defocus_nm * 10,
+            focal_spread=imaging.focal_spread_nm * 10,
+            angular_spread=imaging.angular_spread_mrad,
+            aperture=imaging.aperture_mrad,
+        )
+        detector = bin_pixels(intensity[crop, crop], OVERSAMPLE)
+        counts = expose(detector, imaging.camera, detector_px, scene.rng)
+        meta = {
+            "scene": scene.index,
+            "variant": variant,
+            "material": scene.material,
+            "pixel_size_nm": scene.pixel_size,
+            "size_px": scene.size,
+            "voltage_kv": scene.voltage_kv,
+            "cs_mm": imaging.cs_mm,
+            "defocus_nm": imaging.defocus_nm,
+            "focal_spread_nm": imaging.focal_spread_nm,
+            "angular_spread_mrad": imaging.angular_spread_mrad,
+            "aperture_mrad": imaging.aperture_mrad,
+            "dose_e_per_a2": imaging.camera.dose,
+            "carbon_thickness_nm": scene.carbon_nm,
+            "n_particles": len(scene.placements),
+            "particle_fraction": float(label.mean()),
+            "camera": imaging.camera.to_dict(),
+            "particles": particle_rows,
+        }
+        results.append((counts, label, meta))
+    return results
+
+
+def _particle_row(
+    particle: Particle,
+    placement: Placement,
+    centre: np.ndarray,
+    mask: np.ndarray,
+    pixel_size: float,
+) -> dict[str, Any]:
+    from scipy.spatial.transform import Rotation
+
+    area_px = int(mask.sum())
+    euler = Rotation.from_matrix(particle.rotation).as_euler("zxz", degrees=True)
+    return {
+        "particle": placement.particle,
+        "transform": placement.transform,
+        "shape": particle.shape,
+        "diameter_nm": round(particle.diameter, 4),
+        "projected_diameter_nm": round(2 * math.sqrt(area_px / math.pi) * pixel_size, 4),
+        "x_nm": round(float(centre[0]), 4),
+        "y_nm": round(float(centre[1]), 4),
+        "zone_axis": None if particle.zone_axis is None else list(particle.zone_axis),
+        "euler_zxz_deg": [round(float(a), 3) for a in euler],
+        "n_atoms": len(particle.atoms),
+        "visible_px": area_px,
+    }
