@@ -167,6 +167,81 @@ def simulate(
     typer.echo(f"{n} micrographs in {out}/images, labels in {out}/labels, table {out}/metadata.csv")
 
 
+dataset_app = typer.Typer(
+    help="Build and inspect training data sets (HDF5 tiles).", no_args_is_help=True
+)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("build")
+@_expected_errors
+def dataset_build(
+    images: Annotated[Path, typer.Option(help="Folder of micrographs.")],
+    labels: Annotated[Path, typer.Option(help="Folder of label maps (PNG/TIFF, same stems).")],
+    out: Annotated[Path, typer.Option(help="HDF5 file to write.")],
+    tile: Annotated[int, typer.Option(help="Tile side in pixels.")] = 512,
+    stride: Annotated[int | None, typer.Option(help="Tile step in pixels [default: tile].")] = None,
+    median: Annotated[int, typer.Option(help="Median filter size (1 = off).")] = 3,
+    normalize: Annotated[
+        str, typer.Option(help="dataset-max (the paper's), image-max, percentile or zscore.")
+    ] = "dataset-max",
+    pixel_size: Annotated[
+        float | None, typer.Option(help="Resample every micrograph to this pixel size (nm).")
+    ] = None,
+    keep_empty: Annotated[
+        float, typer.Option(help="Fraction of tiles without particles to keep.")
+    ] = 0.0,
+    split: Annotated[
+        str, typer.Option(help="Train,validation,test shares of tiles (by micrograph).")
+    ] = "0.55,0.18,0.27",
+    material_from: Annotated[
+        Path | None,
+        typer.Option(help="CSV (stem/file + material [+ scene]) or folder of <stem>.json."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split and kept empty tiles.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    allow_unmatched: Annotated[
+        bool, typer.Option(help="Skip micrographs or labels without a partner.")
+    ] = False,
+) -> None:
+    """Cut micrographs and label maps into normalised tiles in one HDF5 file (the paper's way)."""
+    from rich.progress import Progress
+
+    from nanoseg.dataset import DatasetError, build_dataset, format_summary
+
+    try:
+        fractions = [float(v) for v in split.split(",")]
+    except ValueError:
+        raise _fail(f"--split must be three comma-separated fractions, not '{split}'") from None
+    if not str(out).lower().endswith((".h5", ".hdf5")):
+        raise DatasetError("output file must end in .h5 or .hdf5", out)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("reading", total=None)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        summary = build_dataset(
+            images, labels, out, tile=tile, stride=stride, median=median,
+            normalize_mode=normalize, pixel_size=pixel_size, keep_empty=keep_empty,
+            split=fractions, material_from=material_from, seed=seed, overwrite=overwrite,
+            allow_unmatched=allow_unmatched, progress=report,
+        )  # fmt: skip
+    typer.echo(f"wrote {out}")
+    for line in format_summary(summary):
+        typer.echo(line)
+
+
+@dataset_app.command("info")
+@_expected_errors
+def dataset_info(data: Annotated[Path, typer.Argument(help="Data set file (.h5).")]) -> None:
+    """Print the summary of an existing data set."""
+    from nanoseg.dataset import dataset_summary, format_summary
+
+    for line in format_summary(dataset_summary(data)):
+        typer.echo(line)
+
+
 @app.command("import-keras")
 @_expected_errors
 def import_keras_command(
