@@ -242,6 +242,90 @@ def dataset_info(data: Annotated[Path, typer.Argument(help="Data set file (.h5).
         typer.echo(line)
 
 
+@app.command("train")
+@_expected_errors
+def train_command(
+    data: Annotated[Path, typer.Argument(help="Data set from 'nanoseg dataset build'.")],
+    out: Annotated[Path, typer.Option(help="Run folder (models, log, loss curve).")],
+    preset: Annotated[str, typer.Option(help="'paper' (the released recipe) or 'default'.")] = (
+        "default"
+    ),
+    epochs: Annotated[int | None, typer.Option(help="Most epochs.")] = None,
+    samples_per_epoch: Annotated[int | None, typer.Option(help="Samples per epoch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
+    min_delta: Annotated[float | None, typer.Option(help="Smallest loss improvement.")] = None,
+    crop: Annotated[int | None, typer.Option(help="Train on random crops of this size.")] = None,
+    threshold_metric: Annotated[
+        str | None, typer.Option(help="Threshold maximises 'pixel_accuracy' or 'dice'.")
+    ] = None,
+    threshold_split: Annotated[
+        str | None, typer.Option(help="Choose it on 'validation' or 'train' (the paper's).")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from this model folder (fine-tuning).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+) -> None:
+    """Train the U-Net; keep the best model by validation loss and choose its threshold."""
+    from nanoseg.train import make_config, train
+
+    config = make_config(
+        preset, epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size,
+        lr=lr, patience=patience, min_delta=min_delta, crop=crop,
+        threshold_metric=threshold_metric, threshold_split=threshold_split,
+        init=None if init is None else str(init), seed=seed,
+    )  # fmt: skip
+
+    def report(row: dict) -> None:
+        mark = " *" if row["improved"] else ""
+        typer.echo(
+            f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  "
+            f"validation loss {row['val_loss']:.4f}  "
+            f"{row['samples_per_second']:.1f} samples/s{mark}"
+        )
+
+    card = train(data, out, config, resume=resume, progress=report)
+    metrics = card["metrics"]["validation"]
+    typer.echo(
+        f"best epoch {card['epoch']}: threshold {card['threshold']:.2f} "
+        f"(max {card['threshold_metric']} on {card['threshold_split']}); validation pixel "
+        f"accuracy {metrics['pixel_accuracy']:.3f}, Dice {metrics['dice']:.3f} -> {out / 'best'}"
+    )
+
+
+@app.command()
+@_expected_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder (model.safetensors + model.json).")],
+    data: Annotated[Path, typer.Argument(help="Data set file (.h5) from 'dataset build'.")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics (JSON, CSV) and figures.")],
+    split: Annotated[
+        str, typer.Option(help="Split to evaluate: train, validation or test.")
+    ] = "test",
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Particle probability threshold (default: the model card's, else 0.5)."),
+    ] = None,
+) -> None:
+    """Score a model on a data set split, per material and overall, and draw the figures."""
+    from nanoseg.evaluate import evaluate_model, format_metrics
+
+    metrics = evaluate_model(model, data, out, split=split, threshold=threshold)
+    for warning in metrics["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(
+        f"{metrics['name']} on the {split} split ({metrics['n_tiles']} tiles), "
+        f"threshold {metrics['threshold']:g} ({metrics['threshold_source']})"
+    )
+    for line in format_metrics(metrics):
+        typer.echo(line)
+    names = ", ".join(Path(f).name for f in metrics["files"].values())
+    typer.echo(f"metrics and figures in {out}: {names}")
+
+
 @app.command("import-keras")
 @_expected_errors
 def import_keras_command(

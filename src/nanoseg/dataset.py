@@ -663,3 +663,85 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             + (f" ({materials})" if materials else "")
         )
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """The tiles of one split, in memory.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        float32 ``(n, tile, tile)``, normalised as the file says.
+    labels : numpy.ndarray
+        bool ``(n, tile, tile)``.
+    materials, sources : numpy.ndarray
+        ``(n,)`` str: material and source micrograph of each tile.
+    index : numpy.ndarray
+        ``(n,)`` int: the tiles' positions in the file.
+    attrs : dict
+        The file's attributes (normalisation, tile size, pixel size, ...).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    materials: np.ndarray
+    sources: np.ndarray
+    index: np.ndarray
+    attrs: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def split_indices(path: str | os.PathLike[str], split: str) -> np.ndarray:
+    """Positions in the file of the tiles of `split` (``train``, ``validation`` or ``test``).
+
+    Raises
+    ------
+    DatasetError
+        Not a nanoseg data set, or an unknown split name.
+    """
+    path = Path(path)
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split '{split}'; choose from {', '.join(SPLITS)}", path)
+    dataset_summary(path)  # checks the file
+    with h5py.File(path, "r") as h5:
+        return np.flatnonzero(h5["tiles"]["split"][()] == SPLITS.index(split))
+
+
+def load_split(path: str | os.PathLike[str], split: str) -> Split:
+    """Read every tile of `split` into memory (fine for validation and test splits).
+
+    Raises
+    ------
+    DatasetError
+        Not a data set, unknown split, or the split has no tile.
+    """
+    path = Path(path)
+    index = split_indices(path, split)
+    if not len(index):
+        raise DatasetError(f"the data set has no {split} tile", path)
+    with h5py.File(path, "r") as h5:
+        tiles = h5["tiles"][()][index]
+        return Split(
+            images=h5["images"][index],
+            labels=h5["labels"][index].astype(bool),
+            materials=np.array([_text(m) for m in tiles["material"]]),
+            sources=np.array([_text(s) for s in tiles["source"]]),
+            index=index,
+            attrs={k: _plain_attr(v) for k, v in h5.attrs.items()},
+        )
+
+
+def _plain_attr(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
