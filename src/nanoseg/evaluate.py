@@ -28,6 +28,7 @@ import numpy as np
 
 from nanoseg.dataset import DatasetError, Split, load_split
 from nanoseg.errors import InvalidDataError, NanosegError
+from nanoseg.io import json_ready
 from nanoseg.metrics import best_threshold, binarize, scores, threshold_curve
 
 __all__ = [
@@ -160,23 +161,6 @@ def evaluate_predictions(
             m: best_threshold(curve, m) for m in ("pixel_accuracy", "dice")
         },
     }
-
-
-def _json_ready(value: Any) -> Any:
-    """Plain Python for JSON: numpy to Python, paths to str, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_ready(value.item())
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _choose_threshold(
@@ -343,7 +327,7 @@ def evaluate_model(
         warnings=_preprocessing_warnings(card, tiles.attrs),
         files={key: str(out / key) for key in OUTPUT_FILES},
     )
-    metrics = _json_ready(metrics)
+    metrics = json_ready(metrics)
 
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")

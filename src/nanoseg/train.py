@@ -25,7 +25,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -42,7 +41,7 @@ import torch.nn.functional as F
 
 from nanoseg.dataset import DatasetError, load_split, split_indices
 from nanoseg.errors import NanosegError
-from nanoseg.io import atomic_path, write_csv
+from nanoseg.io import atomic_path, sha256_file, write_csv, write_json
 from nanoseg.model import UNet, UNetConfig, load_model, save_model
 
 __all__ = ["PRESETS", "TrainConfig", "TrainError", "train"]
@@ -293,14 +292,6 @@ def _validation_loss(model: UNet, images: np.ndarray, labels: np.ndarray, kind: 
 # --------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _epoch_seed(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
 
@@ -390,7 +381,7 @@ def _run(
     history: list[dict[str, Any]] = []
     state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0}
     out.mkdir(parents=True, exist_ok=True)
-    data_hash = _sha256(data)
+    data_hash = sha256_file(data)
     if resume and (out / "state.pt").exists():
         saved = torch.load(out / "state.pt", weights_only=True)
         last, _ = load_model(out / "last")
@@ -400,8 +391,7 @@ def _run(
         state = {k: saved[k] for k in state}
         history = json.loads((out / "history.json").read_text())
     else:
-        with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(json.dumps({"config": config.to_dict(), "data": str(data)}, indent=1))
+        write_json(out / "config.json", {"config": config.to_dict(), "data": str(data)})
     card_base = _card_base(config, data, data_hash, tiles, origin)
     epochs_this_call = 0
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
@@ -481,8 +471,7 @@ def _card_base(
 
 def _checkpoint(out, model, optimizer, scheduler, state, history, card_base) -> None:
     save_model(out / "last", model, {**card_base, "epoch": state["epoch"]})
-    with atomic_path(out / "history.json") as tmp:
-        tmp.write_text(json.dumps(history, indent=1))
+    write_json(out / "history.json", history)
     with atomic_path(out / "state.pt") as tmp:
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state}, tmp

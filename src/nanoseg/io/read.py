@@ -36,6 +36,7 @@ Rules applied to every file:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -61,6 +62,7 @@ __all__ = [
     "Micrograph",
     "read_label_map",
     "read_micrograph",
+    "sha256_file",
     "unit_to_nm",
 ]
 
@@ -630,3 +632,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("latin-1").rstrip("\x00 ")
     return value
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in blocks (data sets can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
+import math
 import os
 import tempfile
 import uuid
@@ -36,7 +38,9 @@ from nanoseg.io.read import PNG_PIXEL_SIZE_KEY
 __all__ = [
     "atomic_path",
     "check_output_dir",
+    "json_ready",
     "write_csv",
+    "write_json",
     "write_mask",
     "write_mrc",
     "write_png",
@@ -280,3 +284,36 @@ def write_csv(
                 writer.writeheader()
             writer.writerows(rows)
     return path
+
+
+def json_ready(value: Any) -> Any:
+    """Plain Python for JSON: numpy values to Python, paths to str, NaN and inf to None.
+
+    Raises
+    ------
+    TypeError
+        For a value JSON cannot hold (so nothing half-serialisable is written).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"a value of type {type(value).__name__} cannot be stored as JSON")
+
+
+def write_json(path: str | os.PathLike[str], value: Any, *, indent: int = 1) -> Path:
+    """Write `value` (made JSON-ready with :func:`json_ready`) as a JSON file, atomically."""
+    text = json.dumps(json_ready(value), indent=indent, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

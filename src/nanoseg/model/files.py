@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from nanoseg.errors import CorruptFileError, InvalidDataError
@@ -30,25 +28,6 @@ _RESERVED_CARD_KEYS = ("format_version", "nanoseg_version", "architecture", "wei
 # --------------------------------------------------------------------------------------------
 # model files: safetensors + JSON card
 # --------------------------------------------------------------------------------------------
-
-
-def _json_ready(value: Any) -> Any:
-    """Make a card JSON-safe: numpy scalars/arrays to Python, paths to str, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_ready(value.item())
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise TypeError(f"model card value of type {type(value).__name__} cannot be stored as JSON")
 
 
 def save_model(
@@ -88,7 +67,7 @@ def save_model(
     import safetensors.torch
 
     from nanoseg import __version__
-    from nanoseg.io import atomic_path, check_output_dir
+    from nanoseg.io import atomic_path, check_output_dir, json_ready
 
     folder = check_output_dir(path)
     user = {k: v for k, v in dict(card or {}).items() if k not in _RESERVED_CARD_KEYS}
@@ -99,7 +78,7 @@ def save_model(
         "nanoseg_version": __version__,
         "architecture": model.config.to_dict(),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        **_json_ready(user),
+        **json_ready(user),
     }
     text = json.dumps(full, indent=2, allow_nan=False) + "\n"  # fails before anything is written
     with atomic_path(folder / MODEL_WEIGHTS_NAME) as tmp:

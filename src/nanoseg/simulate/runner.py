@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nanoseg.errors import NanosegError
-from nanoseg.io import atomic_path, check_output_dir, write_csv, write_mask, write_mrc
+from nanoseg.io import check_output_dir, write_csv, write_json, write_mask, write_mrc
 from nanoseg.simulate.scene import SceneSettings, plan_scene, render_scene
 from nanoseg.simulate.structures import MATERIALS
 
@@ -141,8 +141,7 @@ def _scene_job(settings: SceneSettings, scene_index: int, seed: int, n: int, out
         write_mrc(out_dir / "images" / f"{stem}.mrc", image, pixel_size)
         write_mask(out_dir / "labels" / f"{stem}.png", label, pixel_size)
         row = {"file": f"images/{stem}.mrc", "label": f"labels/{stem}.png", "seed": seed, **meta}
-        with atomic_path(out_dir / "metadata" / f"{stem}.json") as tmp:
-            tmp.write_text(json.dumps(row, indent=1))
+        write_json(out_dir / "metadata" / f"{stem}.json", row)
         written += 1
     return written
 
