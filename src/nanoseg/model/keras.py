@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from nanoseg.errors import CorruptFileError, InvalidDataError, NanosegError
+from nanoseg.io import sha256_file
 from nanoseg.model.unet import UNet, UNetConfig
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def load_keras_weights(model: UNet, path: str | os.PathLike[str]) -> dict[str, A
             state[key].copy_(value)
     return {
         "source": str(path),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         **attrs,
         "layers": mapping,
     }
@@ -301,11 +301,3 @@ def import_keras(path: str | os.PathLike[str]) -> tuple[UNet, dict[str, Any]]:
     info["config"] = model.config.to_dict()
     model.eval()
     return model, info
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
