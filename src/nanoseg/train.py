@@ -409,6 +409,7 @@ def _run(
             optimizer.step()
             scheduler.step()
             total += float(loss.detach())
+        train_seconds = time.perf_counter() - start
         val_loss = _validation_loss(model, validation.images, validation.labels, config.loss)
         improved = val_loss < state["best_loss"] - config.min_delta
         row = {
@@ -416,10 +417,8 @@ def _run(
             "train_loss": total / steps,
             "val_loss": val_loss,
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - start, 2),
-            "samples_per_second": round(
-                steps * config.batch_size / (time.perf_counter() - start), 2
-            ),
+            "seconds": round(time.perf_counter() - start, 2),  # including validation
+            "samples_per_second": round(steps * config.batch_size / train_seconds, 2),
             "improved": improved,
         }
         history.append(row)
