@@ -28,12 +28,9 @@ import argparse
 import io
 import json
 import math
-import multiprocessing
-import os
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,10 +322,6 @@ def scherzer_nm(cs_mm: float, voltage_kv: float) -> float:
     return math.sqrt(1.5 * cs_mm * 1e7 * wavelength(voltage_kv * 1e3)) / 10
 
 
-def _single_thread_env() -> dict[str, str]:
-    return {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
 def render_matched(material: str, index: int, seed: int, size: int) -> list[tuple]:
     """Scene `index` of `material` under the matched imaging conditions, at each matched dose.
 
@@ -363,20 +356,12 @@ def matched_study(seed: int, size: int, scenes: int, workers: int) -> dict[str, 
     dict of str to list of list of Sample
         Per material, per scene, one Sample per dose.
     """
+    from nanoseg.simulate.runner import worker_pool
+
     jobs = [(m, k) for m in ("au", "cdse", "pd") for k in range(scenes)]
-    previous = {k: os.environ.get(k) for k in _single_thread_env()}
-    os.environ.update(_single_thread_env())
-    try:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(render_matched, m, k, seed, size) for m, k in jobs]
-            results = [f.result() for f in futures]
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with worker_pool(workers) as pool:
+        futures = [pool.submit(render_matched, m, k, seed, size) for m, k in jobs]
+        results = [f.result() for f in futures]
     study: dict[str, list[list[Sample]]] = {"au": [], "cdse": [], "pd": []}
     for (material, _), rendered in zip(jobs, results, strict=True):
         study[material].append([Sample(img.astype(np.float32), lab, m) for img, lab, m in rendered])

@@ -14,6 +14,7 @@ same as an uninterrupted run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -146,10 +147,26 @@ def _scene_job(settings: SceneSettings, scene_index: int, seed: int, n: int, out
     return written
 
 
-def _single_thread_env() -> dict[str, str]:
-    """One thread per worker process: several processes beat threads inside abTEM here."""
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of spawned worker processes with one thread each.
+
+    Several single-threaded processes beat threads inside abTEM on this kind of machine. The
+    thread limits are set in the environment the workers inherit and restored afterwards.
+    """
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-    return {name: "1" for name in names}
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
+    try:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            yield pool
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def simulate(
@@ -233,20 +250,10 @@ def _run(
         for scene in todo:
             yield _scene_job(settings, scene, seed, n, out)
         return
-    previous = {k: os.environ.get(k) for k in _single_thread_env()}
-    os.environ.update(_single_thread_env())  # inherited by the spawned workers
-    try:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_scene_job, settings, k, seed, n, out) for k in todo]
-            for future in as_completed(futures):
-                yield future.result()
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with worker_pool(workers) as pool:
+        futures = [pool.submit(_scene_job, settings, k, seed, n, out) for k in todo]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def write_metadata_table(out: Path) -> Path:
