@@ -824,11 +824,11 @@ def spectra_study(
     baseline = ndimage.uniform_filter1d(np.nan_to_num(log_profile), 15, mode="nearest")
     detrended = log_profile - baseline
     envelope_limit = 7.0  # 1/nm, beyond it the focal-spread envelope flattens the rings
-    # The metadata's defocus refers to the last plane of the simulated wave, the film's exit
-    # surface; the film's atoms lie up to its thickness upstream, its mid-plane at t/2.
+    # The metadata's defocus refers to the particles, i.e. the film's top surface; the film's
+    # mid-plane is t/2 further from the lens's focus, its exit surface t.
     references = {
-        "exit_surface": cmeta["defocus_nm"],
-        "film_mid_plane": cmeta["defocus_nm"] - cmeta["carbon_thickness_nm"] / 2,
+        "exit_surface": cmeta["defocus_nm"] + cmeta["carbon_thickness_nm"],
+        "film_mid_plane": cmeta["defocus_nm"] + cmeta["carbon_thickness_nm"] / 2,
     }
     zero_sets = {
         name: ctf_zeros(cmeta["voltage_kv"], cmeta["cs_mm"], df, 0.9 * nyquist)
@@ -957,8 +957,8 @@ def spectra_study(
     ax.tick_params(labelsize=7)
     ax.set_title(
         f"Thon rings, 300 kV, Cs 1.2 mm, Δf {cmeta['defocus_nm']:g} nm, "
-        f"{cmeta['carbon_thickness_nm']:g} nm film\nsin²χ = 0 at Δf - t/2 "
-        "(dashed, film mid-plane) and Δf (dotted)",
+        f"{cmeta['carbon_thickness_nm']:g} nm film\nsin²χ = 0 at Δf + t/2 "
+        "(dashed, film mid-plane) and Δf + t (dotted, exit surface)",
         fontsize=8,
     )
 

@@ -68,9 +68,11 @@ def random_camera(rng: np.random.Generator, dose: float, pixel_size: float, size
         Detector side in pixels (the spike count scales with the area).
     """
     electrons = dose * pixel_size**2
-    offset = float(rng.uniform(0, 1000))
     # Keep bright regions (up to ~4x the mean) below the 16-bit ceiling, as an operator would.
-    gain = float(min(rng.uniform(0.5, 8.0), (FULL_WELL - offset) / (4.0 * electrons)))
+    gain = float(min(rng.uniform(0.5, 8.0), 0.75 * FULL_WELL / (4.0 * electrons)))
+    # Cameras write dark-subtracted or slightly offset data: the offset is a small part of the
+    # signal, not larger than it (a fixed 0-1000 DN swamped weak HRTEM signals).
+    offset = float(rng.uniform(0, 0.25)) * gain * electrons
     direct = rng.random() < 0.5
     return Camera(
         dose=float(dose),
