@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
@@ -86,6 +87,23 @@ def wavelength(energy: float) -> float:
     return float(energy2wavelength(energy))
 
 
+def _potential(atoms: Any, gpts: int, slice_thickness: float) -> Any:
+    """abTEM potential of `atoms` on a square grid: the one scattering model of the simulator.
+
+    Lobato parametrisation with infinite projection, for the particles and for the atomistic
+    carbon whose spectrum the film reproduces, so both always scatter the same way.
+    """
+    import abtem
+
+    return abtem.Potential(
+        atoms,
+        gpts=(gpts, gpts),
+        slice_thickness=slice_thickness,
+        projection="infinite",
+        parametrization="lobato",
+    )
+
+
 def particle_exit_wave(
     positions: np.ndarray,
     numbers: np.ndarray,
@@ -126,13 +144,7 @@ def particle_exit_wave(
     pos[:, 2] -= pos[:, 2].min() - 1.0
     height = math.ceil((pos[:, 2].max() + 1.0) / SLICE_THICKNESS) * SLICE_THICKNESS
     atoms = Atoms(numbers=numbers, positions=pos, cell=(extent, extent, height), pbc=True)
-    potential = abtem.Potential(
-        atoms,
-        gpts=(fine, fine),
-        slice_thickness=SLICE_THICKNESS,
-        projection="infinite",
-        parametrization="lobato",
-    )
+    potential = _potential(atoms, fine, SLICE_THICKNESS)
     waves = abtem.PlaneWave(energy=energy).multislice(potential, lazy=False)
     psi = np.asarray(waves.array, dtype=np.complex64).T  # abTEM indexes [x, y]
     psi = fourier_crop(psi, box)
@@ -206,20 +218,13 @@ def carbon_psd(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         Power spectral density of the projected potential, in (V A)^2 A^2 per A of film
         thickness (the film is many atoms thick, so the spectrum scales with thickness).
     """
-    import abtem
 
     from nanoseg.simulate.structures import amorphous_carbon
 
     lx, ly, lz = _CARBON_BLOCK
     atoms = amorphous_carbon(lx, ly, lz, np.random.default_rng(seed))
     gpts = round(lx / _CARBON_SAMPLING)
-    potential = abtem.Potential(
-        atoms,
-        gpts=(gpts, gpts),
-        slice_thickness=lz,
-        projection="infinite",
-        parametrization="lobato",
-    ).build(lazy=False)
+    potential = _potential(atoms, gpts, lz).build(lazy=False)
     projected = np.asarray(potential.array, dtype=np.float64).sum(axis=0)
     projected -= projected.mean()
     dx = lx / gpts
