@@ -438,7 +438,7 @@ def _run(
             and state["epoch"] < config.epochs
         ):
             raise KeyboardInterrupt(f"stopped after {epochs_this_call} epochs (stop_after)")
-    return _finish(out, config, data, card_base, state)
+    return _finish(out, config, data, card_base, state, validation)
 
 
 def _card_base(
@@ -499,7 +499,12 @@ def _plot_losses(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _finish(
-    out: Path, config: TrainConfig, data: Path, card_base: dict[str, Any], state: dict[str, Any]
+    out: Path,
+    config: TrainConfig,
+    data: Path,
+    card_base: dict[str, Any],
+    state: dict[str, Any],
+    validation: Any,
 ) -> dict[str, Any]:
     """Choose the threshold with the best model and write it into the best model's card."""
     from nanoseg.metrics import best_threshold, binarize, confusion, scores, threshold_curve
@@ -508,14 +513,13 @@ def _finish(
     if not (out / "best").exists():
         raise TrainError("no epoch improved the validation loss; nothing to keep", out)
     model, card = load_model(out / "best")
-    split = load_split(data, config.threshold_split)
+    split = validation if config.threshold_split == "validation" else load_split(data, "train")
     if config.threshold_split == "train" and len(split) > 200:
         keep = np.random.default_rng(config.seed).choice(len(split), 200, replace=False)
         split.images, split.labels = split.images[np.sort(keep)], split.labels[np.sort(keep)]
     prob = predict_tiles(model, split.images)
     curve = threshold_curve(prob, split.labels)
     threshold = best_threshold(curve, config.threshold_metric)
-    validation = load_split(data, "validation")
     val_prob = (
         prob if config.threshold_split == "validation" else predict_tiles(model, validation.images)
     )
