@@ -27,7 +27,7 @@ OVERSAMPLE = 2
 #: carbon contrast with an aberration-corrected lens; 5 A matches atomistic multislice).
 CARBON_SLAB = 5.0
 #: Distinct particles simulated per scene; denser fields reuse them mirrored and turned.
-MAX_DISTINCT = 8
+MAX_DISTINCT = 6
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class SceneSettings:
     size: int
     pixel_size: tuple[float, float]
     particle_size: tuple[float, float] = (1.5, 10.0)
-    variants: int = 4
+    variants: int = 8
 
 
 @dataclass
