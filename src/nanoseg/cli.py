@@ -134,7 +134,7 @@ def simulate(
     ] = "1.5:10",
     variants: Annotated[
         int, typer.Option(help="Micrographs recorded per simulated scene (lens, dose, camera).")
-    ] = 4,
+    ] = 8,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
@@ -324,6 +324,97 @@ def evaluate(
         typer.echo(line)
     names = ", ".join(Path(f).name for f in metrics["files"].values())
     typer.echo(f"metrics and figures in {out}: {names}")
+
+
+@app.command()
+@_expected_errors
+def segment(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Micrograph files, folders or glob patterns ('**' recurses)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder (created; finished files are kept).")],
+    model: Annotated[
+        str, typer.Option(help="'builtin' (shipped with nanoseg) or a model folder.")
+    ] = "builtin",
+    pixel_size: Annotated[
+        float | None,
+        typer.Option(help="Pixel size in nm for every input (default: each file's own)."),
+    ] = None,
+    tta: Annotated[
+        str, typer.Option(help="Test-time augmentation: none, flip (x4) or d4 (x8).")
+    ] = "none",
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Particle probability threshold (default: the model card's)."),
+    ] = None,
+    min_area: Annotated[
+        float | None,
+        typer.Option(
+            help="Drop particles smaller than this, nm^2 (default 1 nm^2; 12 px without a "
+            "pixel size)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes on a local Dask cluster (1: no Dask).")
+    ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786."),
+    ] = None,
+) -> None:
+    """Segment micrographs: masks, probability maps, overlays and particle tables in nm."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from nanoseg.batch import BatchOptions, segment_batch
+
+    if workers < 1:
+        raise _fail(f"--workers must be at least 1, not {workers}")
+    if pixel_size is not None and not pixel_size > 0:
+        raise _fail(f"--pixel-size must be positive, not {pixel_size}")
+    options = BatchOptions(
+        model=model,
+        pixel_size=pixel_size,
+        tta=tta,
+        threshold=threshold,
+        min_area_nm2=min_area,
+    )
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("segmenting", total=None)
+
+        def report(done: int, total: int, row: dict) -> None:
+            bar.update(task, completed=done, total=total)
+            if row.get("status") == "error":
+                bar.console.print(
+                    f"error: {row['error']}", style="red", highlight=False, soft_wrap=True
+                )
+
+        result = segment_batch(
+            inputs, out, options, workers=workers, scheduler=scheduler, progress=report
+        )
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    particles = sum(int(r["n_particles"]) for r in ok)
+    typer.echo(
+        f"{len(ok)} micrograph(s) segmented ({result['skipped']} already done), "
+        f"{result['failed']} failed; {particles} particles"
+    )
+    if result["missing_pixel_size"]:
+        typer.echo(
+            f"warning: {result['missing_pixel_size']} micrograph(s) have no pixel size: segmented "
+            "at their own scale and measured in px (give --pixel-size)",
+            err=True,
+        )
+    typer.echo(f"summary:   {result['summary']}")
+    typer.echo(f"histogram: {result['histogram']}")
+    typer.echo(f"log:       {result['log']}")
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command("import-keras")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_figure", "overlay_figure", "threshold_curve_figure", "to_display"]
+__all__ = [
+    "confusion_figure",
+    "overlay_figure",
+    "overlay_image",
+    "size_histogram_figure",
+    "threshold_curve_figure",
+    "to_display",
+]
 
 
 def to_display(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -206,4 +214,120 @@ def threshold_curve_figure(
     ax.legend(loc="best")
     if title:
         ax.set_title(title)
+    return _save(figure, path)
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation outputs (PIL for the full-resolution overlay: matplotlib is slow on 8k images)
+# --------------------------------------------------------------------------------------------
+
+#: Outline colour of particles in overlays (RGB).
+OUTLINE_COLOUR = (255, 200, 0)
+
+
+def _nice_length(target: float) -> float:
+    """The largest 1, 2 or 5 x 10^k not above `target` (> 0)."""
+    exponent = math.floor(math.log10(target))
+    for step in (5, 2, 1):
+        if step * 10**exponent <= target:
+            return step * 10**exponent
+    return 10**exponent
+
+
+def overlay_image(
+    image: np.ndarray, mask: np.ndarray, pixel_size: float | None = None
+) -> np.ndarray:
+    """The micrograph in grey with particle outlines, and a scale bar when the pixel size is known.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(height, width)``, any real dtype (stretched with :func:`to_display`).
+    mask : numpy.ndarray
+        bool ``(height, width)``.
+    pixel_size : float, optional
+        nm per pixel.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 RGB ``(height, width, 3)``.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    height, width = mask.shape
+    grey = to_display(image)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    edges = find_boundaries(np.asarray(mask, bool), mode="inner")
+    thickness = max(1, round(max(height, width) / 1200))
+    if thickness > 1:
+        edges = ndimage.binary_dilation(edges, iterations=thickness - 1) & np.asarray(mask, bool)
+    rgb[edges] = OUTLINE_COLOUR
+    if pixel_size is None:
+        return rgb
+    length_nm = _nice_length(0.2 * width * pixel_size)
+    bar = max(1, round(length_nm / pixel_size))
+    pil = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(pil)
+    font_size = max(10, round(min(height, width) / 25))
+    font = ImageFont.load_default(size=font_size)
+    margin = max(4, font_size // 2)
+    bar_height = max(3, font_size // 3)
+    x0, y1 = margin, height - margin
+    label = f"{length_nm:g} nm"
+    text_box = draw.textbbox((0, 0), label, font=font)
+    text_h = text_box[3] - text_box[1]
+    box = (
+        x0 - margin // 2,
+        y1 - bar_height - text_h - margin,
+        x0 + max(bar, text_box[2]) + margin // 2,
+        y1 + margin // 2,
+    )
+    draw.rectangle(box, fill=(0, 0, 0))
+    draw.rectangle((x0, y1 - bar_height, x0 + bar - 1, y1 - 1), fill=(255, 255, 255))
+    draw.text(
+        (x0, y1 - bar_height - text_h - margin // 2 - text_box[1]),
+        label,
+        fill=(255, 255, 255),
+        font=font,
+    )
+    return np.asarray(pil)
+
+
+def size_histogram_figure(
+    diameters: np.ndarray, unit: str, path: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Histogram of particle equivalent diameters.
+
+    Parameters
+    ----------
+    diameters : numpy.ndarray
+        float ``(n,)``.
+    unit : str
+        ``"nm"`` or ``"px"``, for the axis label.
+    path : str or os.PathLike
+        PNG to write (atomically).
+    title : str
+        Figure title (e.g. the number of micrographs).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    figure = _new_figure(5.0, 3.5)
+    ax = figure.subplots()
+    values = np.asarray(diameters, float)
+    values = values[np.isfinite(values)]
+    if len(values):
+        ax.hist(values, bins=min(50, max(5, int(np.sqrt(len(values))))), color="0.35")
+        median = float(np.median(values))
+        ax.axvline(median, color="tab:orange", label=f"median {median:.3g} {unit}")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no particles", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(f"equivalent diameter ({unit})")
+    ax.set_ylabel("particles")
+    ax.set_title(title or f"{len(values)} particles", fontsize=9)
     return _save(figure, path)

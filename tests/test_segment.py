@@ -1,0 +1,325 @@
+"""Whole-micrograph prediction, particle measurement and the segment command (files and Dask)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from nanoseg.batch import BatchOptions, expand_inputs, segment_batch, unique_stems
+from nanoseg.cli import app
+from nanoseg.io import read_micrograph, write_mrc, write_png
+from nanoseg.measure import clean_mask, measure_particles
+from nanoseg.model import paper_unet, save_model
+from nanoseg.predict import blend_window, model_scale, predict_image
+from nanoseg.segment import Segmenter
+
+runner = CliRunner()
+
+
+def _texture(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.normal(size=shape), 3).astype(np.float32)
+    return image / image.std()
+
+
+@pytest.fixture(scope="module")
+def network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return paper_unet().eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, network: torch.nn.Module) -> Path:
+    card = {
+        "preprocessing": {"median": 3, "normalize": "percentile"},
+        "threshold": 0.5,
+        "pixel_size_range_nm": [0.1, 0.2],
+    }
+    return save_model(tmp_path_factory.mktemp("model") / "m", network, card)
+
+
+# ------------------------------------------------------------------------------- prediction
+
+
+def test_tiles_blend_to_the_single_pass_map(network: torch.nn.Module) -> None:
+    image = _texture((300, 420))
+    whole = predict_image(network, image, tile=1024, overlap=32)  # one tile
+    tiled = predict_image(network, image, tile=128, overlap=32)  # 4 x 5 tiles
+    assert tiled.shape == image.shape and tiled.dtype == np.float32
+    assert np.abs(tiled - whole).max() < 2e-3  # no seams
+
+
+def test_shifted_image_gives_shifted_map(network: torch.nn.Module) -> None:
+    image = _texture((272, 336), seed=1)
+    base = predict_image(network, image, tile=128, overlap=32)
+    shifted = predict_image(network, image[16:, 24:], tile=128, overlap=32)
+    # Away from the borders (where the two images differ), the maps agree.
+    inner = (slice(48, -48), slice(48, -48))
+    assert np.abs(shifted[inner] - base[16:, 24:][inner]).max() < 2e-3
+
+
+def test_tta_makes_the_map_follow_mirrors_and_turns(network: torch.nn.Module) -> None:
+    image = _texture((128, 128), seed=2)
+
+    def run(x: np.ndarray, tta: str) -> np.ndarray:
+        return predict_image(network, np.ascontiguousarray(x), tile=128, overlap=16, tta=tta)
+
+    plain = run(image, "none")
+    # Without TTA the network is not mirror-equivariant; averaging over the symmetries makes it.
+    assert np.abs(run(image[:, ::-1], "none")[:, ::-1] - plain).max() > 1e-3
+    flip = run(image, "flip")
+    assert np.allclose(run(image[:, ::-1], "flip")[:, ::-1], flip, atol=1e-5)
+    assert np.allclose(run(image[::-1], "flip")[::-1], flip, atol=1e-5)
+    d4 = run(image, "d4")
+    assert np.allclose(run(image.T, "d4").T, d4, atol=1e-5)
+
+
+def test_small_and_odd_images(network: torch.nn.Module) -> None:
+    for shape in [(20, 33), (9, 200), (130, 70)]:
+        prob = predict_image(network, _texture(shape), tile=64, overlap=16)
+        assert prob.shape == shape
+        assert np.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1
+
+
+def test_blend_window_ramps() -> None:
+    w = blend_window(64, 16)
+    assert w.shape == (64,) and w[16:48].min() == 1 and w.min() > 0
+    assert np.allclose(w[:16], w[-16:][::-1])
+
+
+def test_model_scale_clamps_into_the_training_range() -> None:
+    card = {"pixel_size_range_nm": [0.02, 0.05]}
+    assert model_scale(card, 0.03) == (1.0, 0.03)
+    factor, target = model_scale(card, 0.01)
+    assert target == 0.02 and factor == pytest.approx(0.5)
+    factor, target = model_scale(card, 0.2)
+    assert target == 0.05 and factor == pytest.approx(4)
+    assert model_scale(card, None) == (1.0, None)
+
+
+# ------------------------------------------------------------------------------- measuring
+
+
+def _discs(shape, centres, radii):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, bool)
+    for (y, x), r in zip(centres, radii, strict=True):
+        mask |= (yy - y) ** 2 + (xx - x) ** 2 <= r**2
+    return mask
+
+
+def test_measure_discs_in_nm() -> None:
+    mask = _discs((200, 300), [(50, 60), (120, 200), (0, 150)], [20, 12, 10])
+    table = measure_particles(mask, mask.astype(np.float32) * 0.9, pixel_size=0.5)
+    assert len(table) == 3
+    by_x = table.sort_values("centroid_x_px").reset_index(drop=True)
+    assert by_x.loc[0, "equivalent_diameter_nm"] == pytest.approx(20, rel=0.03)
+    assert by_x.loc[2, "equivalent_diameter_nm"] == pytest.approx(12, rel=0.05)
+    assert by_x.loc[0, "centroid_x_nm"] == pytest.approx(30, abs=0.1)
+    assert by_x.loc[0, "circularity"] > 0.9 and by_x.loc[0, "solidity"] > 0.95
+    assert by_x.loc[0, "mean_probability"] == pytest.approx(0.9)
+    assert list(by_x["touches_border"]) == [False, True, False]
+    assert by_x.loc[0, "area_nm2"] == pytest.approx(by_x.loc[0, "area_px"] * 0.25)
+
+
+def test_measure_without_pixel_size_and_empty_mask() -> None:
+    table = measure_particles(_discs((50, 50), [(25, 25)], [8]))
+    assert math.isnan(table.loc[0, "equivalent_diameter_nm"]) and table.loc[0, "area_px"] > 190
+    assert len(measure_particles(np.zeros((10, 10), bool))) == 0
+
+
+def test_clean_mask_drops_specks_and_fills_pinholes() -> None:
+    mask = _discs((60, 60), [(30, 30), (5, 5)], [10, 1])
+    mask[30, 30] = False
+    cleaned = clean_mask(mask, 20)
+    assert cleaned[30, 30] and not cleaned[5, 5]
+
+
+# ------------------------------------------------------------------------------- segmenting
+
+
+def _write_micrographs(folder: Path, n: int = 3, pixel_size: float | None = 0.15) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        mask = _discs((160, 200), [(50 + 10 * i, 60), (110, 140)], [15, 12])
+        rng = np.random.default_rng(i)
+        image = 1000 - 400 * ndimage.gaussian_filter(mask.astype(float), 1.5)
+        image = rng.poisson(image).astype(np.int16)
+        path = folder / f"mic{i}.mrc"
+        write_mrc(path, image, pixel_size)
+        paths.append(path)
+    return paths
+
+
+def test_segmenter_api_on_files_and_arrays(model_dir: Path, tmp_path: Path) -> None:
+    path = _write_micrographs(tmp_path, 1)[0]
+    seg = Segmenter.load(model_dir, tile=128, overlap=16)
+    result = seg(path)
+    assert result.mask.shape == (160, 200) and result.probability.dtype == np.float32
+    assert result.pixel_size == pytest.approx(0.15) and result.pixel_size_source == "file"
+    assert isinstance(result.particles, pd.DataFrame)
+    # 0.15 nm/px lies in the model's range: no resampling.
+    assert result.scale_factor == 1
+    # A pixel size below the range is resampled to 0.1 nm/px and the maps come back full size.
+    small = seg(path, pixel_size=0.05)
+    assert small.scale_factor == pytest.approx(0.5) and small.mask.shape == (160, 200)
+    with pytest.warns(UserWarning, match="no pixel size"):
+        array_result = seg(read_micrograph(path).data)
+    assert array_result.pixel_size is None and array_result.pixel_size_source == "unknown"
+
+
+def test_segmenter_rejects_nan_and_tiny_images(model_dir: Path) -> None:
+    from nanoseg.errors import InvalidDataError
+
+    seg = Segmenter.load(model_dir)
+    image = np.ones((64, 64), np.float32)
+    image[3, 3] = np.nan
+    with pytest.raises(InvalidDataError, match="NaN"):
+        seg(image, pixel_size=0.15)
+    with pytest.raises(InvalidDataError, match="too small"):
+        seg(np.ones((4, 64), np.float32), pixel_size=0.15)
+
+
+def test_inputs_folders_globs_and_stems(tmp_path: Path) -> None:
+    a = _write_micrographs(tmp_path / "a", 2)
+    b = _write_micrographs(tmp_path / "b", 1)
+    (tmp_path / "a" / "notes.txt").write_text("not a micrograph")
+    found = expand_inputs([tmp_path / "a", str(tmp_path / "b" / "*.mrc"), a[0]])
+    assert found == [p.resolve() for p in [*a, *b]]
+    assert unique_stems(found) == ["mic0", "mic1", "mic0-2"]
+    from nanoseg.errors import NanosegError
+
+    with pytest.raises(NanosegError, match="no such file"):
+        expand_inputs([tmp_path / "missing.mrc"])
+
+
+def test_batch_outputs_resume_and_a_bad_file(model_dir: Path, tmp_path: Path) -> None:
+    _write_micrographs(tmp_path / "in", 2)
+    bad = tmp_path / "in" / "broken.mrc"
+    bad.write_bytes(b"not an mrc file at all")
+    out = tmp_path / "out"
+    options = BatchOptions(model=str(model_dir), tile=128, overlap=16)
+    first = segment_batch([tmp_path / "in"], out, options)
+    assert (first["done"], first["skipped"], first["failed"]) == (3, 0, 1)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["stem"]) == ["broken", "mic0", "mic1"]
+    assert summary.set_index("stem").loc["broken", "status"] == "error"
+    assert "broken.mrc" in summary.set_index("stem").loc["broken", "error"]
+    for stem in ("mic0", "mic1"):
+        for suffix in ("_mask.png", "_prob.tif", "_overlay.png", "_particles.csv"):
+            assert (out / f"{stem}{suffix}").is_file()
+    assert (out / "size_histogram.png").is_file()
+    assert "broken.mrc" in (out / "log" / "segment.log").read_text()
+    mask = read_micrograph(out / "mic0_mask.png")
+    assert mask.pixel_size == pytest.approx(0.15) and set(np.unique(mask.data)) <= {0, 255}
+    before = (out / "mic1_prob.tif").stat().st_mtime_ns
+    # Started again: finished micrographs are skipped, the broken one is tried again.
+    second = segment_batch([tmp_path / "in"], out, options)
+    assert (second["done"], second["skipped"], second["failed"]) == (1, 2, 1)
+    assert (out / "mic1_prob.tif").stat().st_mtime_ns == before
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "summary.csv").drop(columns="seconds"), summary.drop(columns="seconds")
+    )
+    # Other settings redo the work.
+    third = segment_batch(
+        [tmp_path / "in"], out, BatchOptions(**{**options.__dict__, "threshold": 0.3})
+    )
+    assert third["done"] == 3
+    record = json.loads((out / "log" / "mic0.json").read_text())
+    assert record["settings"]["threshold"] == 0.3
+
+
+def test_batch_on_a_local_dask_cluster_matches_serial(model_dir: Path, tmp_path: Path) -> None:
+    _write_micrographs(tmp_path / "in", 3)
+    options = BatchOptions(model=str(model_dir), tile=128, overlap=16)
+    segment_batch([tmp_path / "in"], tmp_path / "serial", options)
+    parallel = segment_batch([tmp_path / "in"], tmp_path / "dask", options, workers=2)
+    assert parallel["done"] == 3 and parallel["failed"] == 0
+    for stem in ("mic0", "mic1", "mic2"):
+        a = read_micrograph(tmp_path / "serial" / f"{stem}_prob.tif").data
+        b = read_micrograph(tmp_path / "dask" / f"{stem}_prob.tif").data
+        # Workers run torch with one thread, which sums in another order: float rounding only.
+        assert np.allclose(a, b, atol=1e-5)
+        mask_a = read_micrograph(tmp_path / "serial" / f"{stem}_mask.png").data
+        mask_b = read_micrograph(tmp_path / "dask" / f"{stem}_mask.png").data
+        assert np.array_equal(mask_a, mask_b)
+
+
+def test_segment_cli(model_dir: Path, tmp_path: Path) -> None:
+    _write_micrographs(tmp_path / "in", 1, pixel_size=None)
+    rgba = np.full((64, 80, 4), 255, np.uint8)
+    rgba[..., :3] = np.clip(_texture((64, 80))[..., None] * 40 + 128, 0, 255).astype(np.uint8)
+    write_png(tmp_path / "in" / "rgba.png", rgba)
+    result = runner.invoke(
+        app,
+        [
+            "segment",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(model_dir),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 micrograph(s) segmented" in result.output
+    assert "no pixel size" in result.output
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(summary["pixel_size_source"]) == {"unknown"}
+
+
+def test_segment_cli_errors(model_dir: Path, tmp_path: Path) -> None:
+    cases = [
+        (["segment", str(tmp_path / "nothing.mrc"), "--out", str(tmp_path / "o")], "no such file"),
+        (
+            [
+                "segment",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path / "x"),
+            ],
+            "no such model",
+        ),
+        (
+            [
+                "segment",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--tta",
+                "d8",
+                "--model",
+                str(model_dir),
+            ],
+            "--tta",
+        ),
+    ]
+    _write_micrographs(tmp_path, 1)
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+    # A flat image cannot be normalised: reported, the others go on, exit code 1.
+    write_png(tmp_path / "flat.png", np.full((64, 64), 7, np.uint8))
+    result = runner.invoke(
+        app, ["segment", str(tmp_path), "--out", str(tmp_path / "o2"), "--model", str(model_dir)]
+    )
+    assert result.exit_code == 1 and "flat.png: cannot normalise" in result.output
+    assert "1 micrograph(s) segmented" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(
+        app, ["segment", str(tmp_path), "--out", str(blocker), "--model", str(model_dir)]
+    )
+    assert result.exit_code == 2 and "error:" in result.output
