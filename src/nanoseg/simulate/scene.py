@@ -120,17 +120,17 @@ def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
         if len(particles) < MAX_DISTINCT:
             d = float(np.clip(mean_d * math.exp(rng.normal(0, 0.15)), d_low, d_high))
             shape = material.shapes[int(rng.integers(len(material.shapes)))]
-            candidate, index, transform = build_particle(material, shape, d, rng), len(particles), 0
+            candidate, which, transform = build_particle(material, shape, d, rng), len(particles), 0
         else:
-            index, transform = int(rng.integers(len(particles))), int(rng.integers(8))
-            candidate = particles[index]
+            which, transform = int(rng.integers(len(particles))), int(rng.integers(8))
+            candidate = particles[which]
         centre = _place(candidate.projected_radius / 10, placements, particles, field_nm, rng)
         if centre is None:
             failures += 1
             continue
-        if index == len(particles):
+        if which == len(particles):
             particles.append(candidate)
-        placements.append(Placement(index, transform, (float(centre[0]), float(centre[1]))))
+        placements.append(Placement(which, transform, (float(centre[0]), float(centre[1]))))
         area += math.pi * (candidate.diameter / 2) ** 2
     voltage = float(rng.choice([200.0, 300.0]))
     carbon = float(rng.uniform(2.0, 10.0))
