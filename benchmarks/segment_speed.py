@@ -1,0 +1,107 @@
+"""Time `Segmenter` on one large micrograph, and its peak memory.
+
+Usage::
+
+    python benchmarks/segment_speed.py [--size 4096] [--tta none] [--model builtin]
+    python benchmarks/segment_speed.py --size 8192 --memory
+
+The micrograph is synthetic (smoothed noise with dark discs, float32, pixel size inside the
+model's range so nothing is resampled): the time does not depend on what is in the picture.
+The model is loaded and run once on a small image first (warm-up), then the whole call
+``segmenter(image)`` is timed: preprocessing, tiled prediction, threshold, measurement.
+With ``--memory`` the run happens in a child process and its peak resident memory
+(``ru_maxrss``) is reported. Prints one Markdown table row for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from nanoseg.segment import Segmenter
+
+
+def synthetic(size: int, seed: int = 0) -> np.ndarray:
+    """A ``(size, size)`` float32 image: smooth background and dark discs."""
+    rng = np.random.default_rng(seed)
+    small = ndimage.gaussian_filter(rng.normal(size=(size // 8, size // 8)), 2)
+    image = np.kron(small, np.ones((8, 8))).astype(np.float32)
+    yy, xx = np.ogrid[:size, :size]
+    for y, x in rng.integers(0, size, size=(size // 64, 2)):
+        image[max(0, y - 40) : y + 40, max(0, x - 40) : x + 40] -= 2.0 * (
+            (yy[max(0, y - 40) : y + 40] - y) ** 2 + (xx[:, max(0, x - 40) : x + 40] - x) ** 2
+            < 30**2
+        )
+    return image + rng.normal(0, 0.5, image.shape).astype(np.float32)
+
+
+def run(size: int, tta: str, model: str) -> dict:
+    segmenter = Segmenter.load(model, tta=tta)
+    span = segmenter.card.get("pixel_size_range_nm") or [None]
+    pixel = span[0]
+    segmenter(synthetic(256), pixel_size=pixel)  # warm-up
+    image = synthetic(size)
+    start = time.perf_counter()
+    result = segmenter(image, pixel_size=pixel)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "size": size,
+        "tta": tta,
+        "seconds": round(seconds, 2),
+        "particles": len(result.particles),
+        "peak_mb": round(peak_mb),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--tta", default="none")
+    parser.add_argument("--model", default="builtin")
+    parser.add_argument("--memory", action="store_true", help="run in a child process")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory and not args.child:
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--size",
+                str(args.size),
+                "--tta",
+                args.tta,
+                "--model",
+                args.model,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+    else:
+        result = run(args.size, args.tta, args.model)
+        if args.child:
+            print(json.dumps(result))
+            return
+    print(json.dumps(result))
+    print(
+        f"| {result['size']}^2, tta {result['tta']} | {result['seconds']} s | "
+        f"{result['peak_mb']} MB | {result['particles']} particles; {result['threads']} threads; "
+        f"{os.cpu_count()} cores |"
+    )
+
+
+if __name__ == "__main__":
+    main()
