@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.nanoseg-installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean builtin-model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,17 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
+
+# The bundled model, from nothing: simulate, build the data set, train, evaluate, install.
+# About 20 min of simulation and 30 min of training on 2 CPU cores (see README).
+WORK ?= runs/builtin
+NANOSEG := $(VENV)/bin/nanoseg
+builtin-model: $(STAMP)
+	$(NANOSEG) simulate $(WORK)/sim --n 1000 --size 512 --materials au,pd,cdse \
+		--pixel-size 0.02:0.05 --workers 2 --seed 0
+	$(NANOSEG) dataset build --images $(WORK)/sim/images --labels $(WORK)/sim/labels \
+		--material-from $(WORK)/sim/metadata.csv --normalize percentile \
+		--out $(WORK)/data.h5 --overwrite
+	$(NANOSEG) train $(WORK)/data.h5 --out $(WORK)/train --preset default
+	$(NANOSEG) evaluate $(WORK)/train/best $(WORK)/data.h5 --split test --out $(WORK)/eval
+	$(PY) scripts/install_builtin_model.py $(WORK)/train/best $(WORK)/eval/metrics.json

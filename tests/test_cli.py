@@ -46,18 +46,23 @@ def test_info_frame_option(tmp_path):
     assert "frame 5 requested but the stack has 3" in beyond.stderr
 
 
-def test_demo_writes_outputs(tmp_path):
+def test_demo_segments_the_example(tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    preview = out / "example_preview.png"
-    assert str(preview) in result.stdout
-    image = read_micrograph(preview)
-    assert image.data.max() > image.data.min()  # a real picture, not a flat one
+    for suffix in ("_mask.png", "_prob.tif", "_overlay.png", "_particles.csv"):
+        path = out / f"example{suffix}"
+        assert str(path) in result.stdout
+        assert path.is_file()
+    overlay = read_micrograph(out / "example_overlay.png")
+    assert overlay.data.max() > overlay.data.min()
     with open(out / "summary.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))
-    assert float(row["pixel_size_nm"]) > 0
-    assert image.pixel_size == float(row["pixel_size_nm"])
+    assert float(row["pixel_size_nm"]) == overlay.pixel_size > 0
+    # The example is simulated, so the demo can say how well the bundled model did on it.
+    dice = float(result.stdout.split("Dice against the simulated truth: ")[1].split()[0])
+    assert dice > 0.8
+    assert int(row["n_particles"]) >= 3
 
 
 def test_demo_refuses_output_that_is_a_file(tmp_path):

@@ -487,3 +487,21 @@ def test_import_keras_command_writes_a_loadable_model(keras_file: Path, tmp_path
     bad = CliRunner().invoke(app, ["import-keras", str(tmp_path / "none.h5"), "--out", str(out)])
     assert bad.exit_code == 2
     assert bad.stderr.startswith(f"error: {tmp_path / 'none.h5'}:")
+
+
+def test_fused_network_gives_the_same_maps():
+    from nanoseg.model import fuse_for_inference
+
+    torch.manual_seed(3)
+    model = paper_unet()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # trained-like statistics, not 0/1
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 1, 64, 64)
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert torch.allclose(fused.predict_proba(x), model.predict_proba(x), atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # left alone

@@ -1,4 +1,4 @@
-"""``nanoseg demo``: the main job on the built-in example micrograph."""
+"""``nanoseg demo``: the main job (segment, measure, draw) on the built-in example micrograph."""
 
 from __future__ import annotations
 
@@ -6,19 +6,25 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from nanoseg.io import check_output_dir, read_micrograph, write_csv, write_png
-from nanoseg.report import to_display
+from nanoseg.io import check_output_dir, read_label_map, read_micrograph, write_csv
+from nanoseg.metrics import confusion, scores
+from nanoseg.segment import Segmenter, write_outputs
 
-__all__ = ["example_path", "run_demo"]
+__all__ = ["example_label_path", "example_path", "run_demo"]
 
 
 def example_path() -> Path:
-    """Path of the example micrograph shipped inside the package (an MRC file)."""
+    """Path of the example micrograph shipped inside the package (a simulated MRC file)."""
     return Path(str(resources.files("nanoseg") / "data" / "example.mrc"))
 
 
+def example_label_path() -> Path:
+    """Path of the example's true particle map (0/255 PNG), known because it is simulated."""
+    return Path(str(resources.files("nanoseg") / "data" / "example_label.png"))
+
+
 def run_demo(out: str | Path) -> Iterator[str]:
-    """Read the bundled example, write a preview and a description to `out`, report as it goes.
+    """Segment the bundled example with the bundled model, write the outputs, report as it goes.
 
     Parameters
     ----------
@@ -35,19 +41,24 @@ def run_demo(out: str | Path) -> Iterator[str]:
     mic = read_micrograph(source)
     yield f"example micrograph: {source}"
     yield f"  {mic.describe()}"
-    preview = write_png(out_dir / f"{mic.name}_preview.png", to_display(mic.data), mic.pixel_size)
-    height, width = mic.shape
-    row = {
-        "file": str(source),
-        "format": mic.format,
-        "width_px": width,
-        "height_px": height,
-        "dtype": mic.dtype,
-        "pixel_size_nm": "" if mic.pixel_size is None else mic.pixel_size,
-        "min": float(mic.data.min()),
-        "max": float(mic.data.max()),
-        "mean": float(mic.data.mean()),
-    }
-    table = write_csv(out_dir / "summary.csv", [row])
-    yield f"preview: {preview}"
-    yield f"table:   {table}"
+    segmenter = Segmenter.load()
+    name = segmenter.card.get("name", "nanoseg")
+    yield f"model: built-in ({name}, threshold {segmenter.threshold:.3g})"
+    result = segmenter(mic)
+    paths = write_outputs(result, out_dir, mic.name)
+    row = {"file": str(source), "stem": mic.name, "status": "ok", **result.summary()}
+    summary = write_csv(out_dir / "summary.csv", [row])
+    table = result.particles
+    interior = table[~table["touches_border"]]
+    yield f"{len(table)} particles ({len(interior)} not touching the border)"
+    if len(interior):
+        d = interior["equivalent_diameter_nm"]
+        yield (
+            f"  equivalent diameter: median {d.median():.2f} nm, mean {d.mean():.2f} nm, "
+            f"range {d.min():.2f}-{d.max():.2f} nm"
+        )
+    truth = read_label_map(example_label_path(), shape=mic.shape)
+    dice = scores(confusion(result.mask, truth))["dice"]
+    yield f"  Dice against the simulated truth: {dice:.3f}"
+    for name, path in {**paths, "summary": summary}.items():
+        yield f"{name + ':':13s}{path}"

@@ -41,6 +41,7 @@ from nanoseg.model.unet import (
     UNet,
     UNetConfig,
     count_parameters,
+    fuse_for_inference,
     paper_unet,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "count_parameters",
+    "fuse_for_inference",
     "import_keras",
     "load_keras_weights",
     "load_model",

@@ -24,6 +24,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nanoseg.errors import NanosegError
 from nanoseg.io import check_output_dir, write_csv, write_json, write_mask, write_mrc
 from nanoseg.simulate.scene import SceneSettings, plan_scene, render_scene
@@ -147,6 +149,23 @@ def _scene_job(settings: SceneSettings, scene_index: int, seed: int, n: int, out
     return written
 
 
+def _scene_cost(job: tuple[SceneSettings, int, int]) -> float:
+    """Rough work of rendering a scene: its particles' multislice grids, then the lens."""
+    from nanoseg.simulate import optics
+
+    settings, scene_index, seed = job
+    scene = plan_scene(settings, scene_index, seed)
+    work = 0.0
+    for particle in scene.particles:
+        side = min(
+            optics.MAX_PARTICLE_GPTS,
+            2 * (particle.projected_radius + optics.BOX_MARGIN) / optics.PARTICLE_SAMPLING,
+        )
+        thickness = np.ptp(particle.atoms.positions[:, 2]) + 2.0
+        work += side**2 * thickness / optics.SLICE_THICKNESS
+    return work + settings.variants * (settings.size * 2) ** 2
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of spawned worker processes with one thread each.
@@ -251,7 +270,12 @@ def _run(
             yield _scene_job(settings, scene, seed, n, out)
         return
     with worker_pool(workers) as pool:
-        futures = [pool.submit(_scene_job, settings, k, seed, n, out) for k in todo]
+        # Longest scenes first: a big-particle scene left for last would run alone on one
+        # worker while the others idle. Planning is cheap next to rendering.
+        jobs = [(settings, k, seed) for k in todo]
+        costs = dict(zip(todo, pool.map(_scene_cost, jobs), strict=True))
+        order = sorted(todo, key=lambda k: (-costs[k], k))
+        futures = [pool.submit(_scene_job, settings, k, seed, n, out) for k in order]
         for future in as_completed(futures):
             yield future.result()
 
