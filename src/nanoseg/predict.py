@@ -79,7 +79,9 @@ def _symmetry(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
 def _predict_batch(model: UNet, batch: np.ndarray, tta: str) -> np.ndarray:
     """Probability of ``(n, h, w)`` tiles averaged over the TTA symmetries (square tiles only
     for d4, which transposes)."""
+    # channels-last runs the narrow convolutions of this network ~1.5x faster on CPUs.
     x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]
+    x = x.contiguous(memory_format=torch.channels_last)
     total = None
     for k in range(TTA_MODES[tta]):
         proba = model.predict_proba(_symmetry(x, k))
@@ -114,6 +116,17 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def _tile_size(length: int, largest: int, overlap: int, multiple: int) -> int:
+    """The smallest tile side (a multiple of `multiple`, at most `largest`) that covers
+    `length` with as few tiles as `largest` would: little work is wasted in the overlaps."""
+    if length <= largest:
+        return length
+    count = math.ceil((length - 2 * overlap) / (largest - 2 * overlap))
+    return min(
+        largest, _round_up(math.ceil((length + 2 * overlap * (count - 1)) / count), multiple)
+    )
 
 
 def predict_image(
@@ -165,7 +178,7 @@ def predict_image(
     padded = np.pad(
         padded, [(0, s - n) for s, n in zip(shape, padded.shape, strict=True)], "reflect"
     )
-    tiles = tuple(min(_round_up(tile, multiple), s) for s in shape)
+    tiles = tuple(_tile_size(s, _round_up(tile, multiple), overlap, multiple) for s in shape)
     stride = tuple(max(multiple, t - 2 * overlap) for t in tiles)
     rows = tile_origins(shape[0], tiles[0], stride[0])
     cols = tile_origins(shape[1], tiles[1], stride[1])
