@@ -1,0 +1,121 @@
+"""Score `nanoseg segment` on simulated test micrographs: Dice per material and particle sizes.
+
+Usage::
+
+    python benchmarks/simulated_segment.py --sim runs/builtin/sim --data runs/builtin/data.h5
+        [--model builtin] [--split test]
+
+Each micrograph of the data set's split (whole micrographs, not tiles) is segmented exactly as
+``nanoseg segment`` does, with the pixel size from its MRC header. Dice is pooled per material.
+Sizes: every simulated particle that lies wholly inside the field (its centre at least one
+diameter from the edge) and touches no other particle is matched to the predicted particle
+that contains its centre; the relative error of the predicted equivalent diameter is taken
+against the particle's simulated diameter (``diameter_nm``) and against the equivalent diameter
+of its true projected footprint (``projected_diameter_nm``). Prints medians per material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+from skimage import measure
+
+from nanoseg.io import read_label_map, read_micrograph
+from nanoseg.metrics import confusion, scores
+from nanoseg.segment import Segmenter
+
+
+def isolated(particles: list[dict], field_nm: float) -> list[dict]:
+    """Particles inside the field, with no other particle closer than the sum of radii + 0.5 nm."""
+    keep = []
+    for i, p in enumerate(particles):
+        r = p["diameter_nm"] / 2
+        if not (r <= p["x_nm"] <= field_nm - r and r <= p["y_nm"] <= field_nm - r):
+            continue
+        clear = all(
+            math.hypot(p["x_nm"] - q["x_nm"], p["y_nm"] - q["y_nm"])
+            > r + q["diameter_nm"] / 2 + 0.5
+            for j, q in enumerate(particles)
+            if j != i
+        )
+        if clear:
+            keep.append(p)
+    return keep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sim", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", default="builtin")
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    split = {"train": 0, "validation": 1, "test": 2}[args.split]
+    with h5py.File(args.data, "r") as h5:
+        sources = h5["sources"][()]
+    stems = [Path(s["source"].decode()).stem for s in sources if s["split"] == split]
+    segmenter = Segmenter.load(args.model)
+    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
+    errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for stem in stems:
+        meta = json.loads((args.sim / "metadata" / f"{stem}.json").read_text())
+        mic = read_micrograph(args.sim / "images" / f"{stem}.mrc")
+        truth = read_label_map(args.sim / "labels" / f"{stem}.png", shape=mic.shape)
+        result = segmenter(mic)
+        material = meta["material"]
+        counts[material] += confusion(result.mask, truth)
+        labels = measure.label(result.mask, connectivity=2)
+        table = result.particles.set_index("id")
+        field_nm = mic.shape[1] * mic.pixel_size
+        for p in isolated(meta["particles"], field_nm):
+            found[material][1] += 1
+            col, row = int(p["x_nm"] / mic.pixel_size), int(p["y_nm"] / mic.pixel_size)
+            label = labels[min(row, mic.shape[0] - 1), min(col, mic.shape[1] - 1)]
+            if label == 0:
+                continue
+            found[material][0] += 1
+            d = table.loc[label, "equivalent_diameter_nm"]
+            errors[material]["diameter"].append(abs(d - p["diameter_nm"]) / p["diameter_nm"])
+            errors[material]["projected"].append(
+                abs(d - p["projected_diameter_nm"]) / p["projected_diameter_nm"]
+            )
+    summary = {}
+    for material in sorted(counts):
+        dice = float(scores(counts[material])["dice"])
+        e = errors[material]
+        summary[material] = {
+            "dice": round(dice, 4),
+            "isolated_particles": found[material][1],
+            "matched": found[material][0],
+            "median_rel_error_vs_diameter": round(float(np.median(e["diameter"])), 4)
+            if e["diameter"]
+            else None,
+            "median_rel_error_vs_projected": round(float(np.median(e["projected"])), 4)
+            if e["projected"]
+            else None,
+        }
+        s = summary[material]
+        print(
+            f"{material:5s} Dice {dice:.4f}  particles matched {s['matched']}/"
+            f"{s['isolated_particles']}  median size error "
+            f"{s['median_rel_error_vs_diameter']}"
+            f"  vs projected {s['median_rel_error_vs_projected']}"
+        )
+    all_counts = sum(counts.values())
+    all_errors = [x for e in errors.values() for x in e["diameter"]]
+    print(
+        f"all   Dice {scores(all_counts)['dice']:.4f}  median size error "
+        f"{np.median(all_errors):.4f} over {len(all_errors)} particles"
+    )
+    print(json.dumps({"model": args.model, "split": args.split, "n": len(stems), **summary}))
+
+
+if __name__ == "__main__":
+    main()
