@@ -20,6 +20,7 @@ import argparse
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +31,7 @@ from nanoseg.segment import Segmenter
 SETS = {"real-dev": True, "real-dev-hrtem": False}  # name -> drop border particles
 
 
-def score_set(
-    segmenter: Segmenter, folder: Path, drop_border: bool, pixel_size: float | None
-) -> dict:
+def score_set(segmenter: Any, folder: Path, drop_border: bool, pixel_size: float | None) -> dict:
     """Pooled Dice and object F1 of `segmenter` on one image/mask folder pair."""
     counts = np.zeros((2, 2), np.int64)
     tp = fp = fn = 0
@@ -64,8 +63,20 @@ def main() -> None:
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--tta", default="none")
     parser.add_argument("--pixel-size", type=float, default=None)
+    parser.add_argument(
+        "--threshold", action="store_true", help="score the thresholding baseline instead"
+    )
+    parser.add_argument("--method", default="otsu", help="threshold method (otsu, li, local)")
+    parser.add_argument("--sigma", type=float, default=2.0, help="threshold smoothing, px")
+    parser.add_argument("--background", type=float, default=None, help="background sigma, px")
     args = parser.parse_args()
-    segmenter = Segmenter.load(args.model, tta=args.tta)
+    if args.threshold:
+        from nanoseg.baselines import ThresholdSegmenter
+
+        segmenter = ThresholdSegmenter(args.method, args.sigma, args.background)
+        args.model = f"threshold {args.method} sigma {args.sigma} background {args.background}"
+    else:
+        segmenter = Segmenter.load(args.model, tta=args.tta)
     results = {}
     for name, drop in SETS.items():
         folder = args.shared / "data" / name

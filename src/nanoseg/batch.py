@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from nanoseg.baselines import ThresholdSegmenter
 from nanoseg.errors import NanosegError
 from nanoseg.io import READ_EXTENSIONS, check_output_dir, json_ready, write_csv, write_json
 from nanoseg.segment import BUILTIN, Segmenter, builtin_model_path, output_paths, write_outputs
@@ -47,6 +48,12 @@ class BatchOptions:
     tile: int = 1024
     overlap: int = 64
     threads: int = 0  # torch threads per task; 0 = leave torch's default
+    # method "unet" runs the model; "threshold" the classical baseline with the options below.
+    method: str = "unet"
+    threshold_method: str = "otsu"
+    sigma: float = 2.0
+    background: float | None = None
+    polarity: str = "dark"
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -103,8 +110,16 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 @lru_cache(maxsize=2)
-def _segmenter(options: BatchOptions) -> Segmenter:
+def _segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter:
     # Once per process (a Dask worker keeps it between tasks).
+    if options.method == "threshold":
+        return ThresholdSegmenter(
+            options.threshold_method,
+            options.sigma,
+            options.background,
+            options.polarity,
+            options.min_area_nm2,
+        )
     if options.threads:
         import torch
 
@@ -282,7 +297,7 @@ def segment_batch(
     out_dir = check_output_dir(out, paths)
     (out_dir / LOG_DIR).mkdir(exist_ok=True)
     model_path = builtin_model_path() if options.model == BUILTIN else Path(options.model)
-    if not model_path.exists():
+    if options.method == "unet" and not model_path.exists():
         raise NanosegError(f"{model_path}: no such model")
     settings = _segmenter(options).settings  # loads the model once here: fails early if bad
     logger = _file_logger(out_dir / LOG_DIR / "segment.log")

@@ -364,21 +364,24 @@ def segment(
     ] = None,
 ) -> None:
     """Segment micrographs: masks, probability maps, overlays and particle tables in nm."""
+    from nanoseg.batch import BatchOptions
+
+    options = BatchOptions(
+        model=model, pixel_size=pixel_size, tta=tta, threshold=threshold, min_area_nm2=min_area
+    )
+    _run_batch(inputs, out, options, workers, scheduler)
+
+
+def _run_batch(inputs: list[str], out: Path, options: Any, workers: int, scheduler: str | None):
+    """Run a batch with a progress bar and report it (segment and threshold)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from nanoseg.batch import BatchOptions, segment_batch
+    from nanoseg.batch import segment_batch
 
     if workers < 1:
         raise _fail(f"--workers must be at least 1, not {workers}")
-    if pixel_size is not None and not pixel_size > 0:
-        raise _fail(f"--pixel-size must be positive, not {pixel_size}")
-    options = BatchOptions(
-        model=model,
-        pixel_size=pixel_size,
-        tta=tta,
-        threshold=threshold,
-        min_area_nm2=min_area,
-    )
+    if options.pixel_size is not None and not options.pixel_size > 0:
+        raise _fail(f"--pixel-size must be positive, not {options.pixel_size}")
     columns = (
         "[progress.description]{task.description}",
         BarColumn(),
@@ -406,8 +409,8 @@ def segment(
     )
     if result["missing_pixel_size"]:
         typer.echo(
-            f"warning: {result['missing_pixel_size']} micrograph(s) have no pixel size: segmented "
-            "at their own scale and measured in px (give --pixel-size)",
+            f"warning: {result['missing_pixel_size']} micrograph(s) have no pixel size: "
+            "measured in px (give --pixel-size)",
             err=True,
         )
     typer.echo(f"summary:   {result['summary']}")
@@ -415,6 +418,55 @@ def segment(
     typer.echo(f"log:       {result['log']}")
     if result["failed"]:
         raise typer.Exit(1)
+
+
+@app.command()
+@_expected_errors
+def threshold(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Micrograph files, folders or glob patterns ('**' recurses)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder (created; finished files are kept).")],
+    method: Annotated[str, typer.Option(help="otsu, li or local.")] = "otsu",
+    sigma: Annotated[float, typer.Option(help="Gaussian smoothing, px.")] = 2.0,
+    background: Annotated[
+        float | None, typer.Option(help="Sigma of the subtracted background, px (25 x sigma).")
+    ] = None,
+    bright: Annotated[
+        bool, typer.Option(help="Particles brighter than the support (dark field, HAADF).")
+    ] = False,
+    pixel_size: Annotated[
+        float | None,
+        typer.Option(help="Pixel size in nm for every input (default: each file's own)."),
+    ] = None,
+    min_area: Annotated[
+        float | None,
+        typer.Option(help="Drop particles smaller than this, nm^2 (default 1; 12 px unscaled)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes on a local Dask cluster (1: no Dask).")
+    ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786."),
+    ] = None,
+) -> None:
+    """The classical baseline: smooth, subtract the background, threshold; same outputs."""
+    from nanoseg.baselines import ThresholdSegmenter
+    from nanoseg.batch import BatchOptions
+
+    ThresholdSegmenter(method, sigma, background)  # checks the options before any work
+    options = BatchOptions(
+        method="threshold",
+        threshold_method=method,
+        sigma=sigma,
+        background=background,
+        polarity="bright" if bright else "dark",
+        pixel_size=pixel_size,
+        min_area_nm2=min_area,
+    )
+    _run_batch(inputs, out, options, workers, scheduler)
 
 
 @app.command("import-keras")
