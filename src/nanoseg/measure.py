@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from skimage import measure, morphology
 
 __all__ = ["PARTICLE_COLUMNS", "clean_mask", "measure_particles"]
@@ -55,6 +56,25 @@ def clean_mask(mask: np.ndarray, min_area_px: float = 0) -> np.ndarray:
     size = math.ceil(min_area_px)
     mask = morphology.remove_small_objects(mask, max_size=size - 1, connectivity=2)
     return morphology.remove_small_holes(mask, max_size=size - 1)
+
+
+def _convex_area(image: np.ndarray) -> float:
+    """Area (px^2) of the convex hull of the pixel squares of a region's bool `image`.
+
+    scikit-image's ``solidity`` rasterises the hull, which took 2 of the 3 s needed to measure
+    a 4096^2 micrograph; the hull of the edge pixels' corners gives the area directly.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    edge = image & ~ndimage.binary_erosion(image)
+    corners = (np.argwhere(edge)[:, None, :] + _CORNERS).reshape(-1, 2)
+    try:
+        return float(ConvexHull(corners).volume)  # a 2-D hull's "volume" is its area
+    except QhullError:
+        return float(image.sum())
+
+
+_CORNERS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
 
 
 def measure_particles(
@@ -104,7 +124,7 @@ def measure_particles(
                 "minor_axis_nm": p.axis_minor_length * nm,
                 "eccentricity": p.eccentricity,
                 "circularity": min(1.0, 4 * math.pi * p.area / perimeter**2) if perimeter else 1.0,
-                "solidity": p.solidity,
+                "solidity": min(1.0, p.area / _convex_area(p.image)),
                 "mean_probability": float("nan") if probability is None else p.intensity_mean,
                 "touches_border": bool(r0 == 0 or c0 == 0 or r1 == height or c1 == width),
             }
