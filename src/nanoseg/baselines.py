@@ -19,8 +19,7 @@ from scipy import ndimage
 
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import Micrograph, read_micrograph
-from nanoseg.measure import clean_mask, measure_particles
-from nanoseg.segment import MIN_AREA_PX_UNKNOWN_SCALE, NoPixelSizeWarning, SegmentResult
+from nanoseg.segment import NoPixelSizeWarning, SegmentResult, particle_result
 
 __all__ = ["THRESHOLD_METHODS", "ThresholdSegmenter", "threshold_map"]
 
@@ -147,20 +146,4 @@ class ThresholdSegmenter:
         # A [0, 1] map for the probability output: the signal stretched, 0.5 at the threshold.
         spread = (high - low) / 8
         score = (1 / (1 + np.exp(-(signal - cut) / spread))).astype(np.float32)
-        mask = signal > cut
-        if size is not None:
-            min_px = (1.0 if self.min_area_nm2 is None else self.min_area_nm2) / size**2
-        else:
-            min_px = MIN_AREA_PX_UNKNOWN_SCALE
-        mask = clean_mask(mask, min_px)
-        return SegmentResult(
-            mask=mask,
-            probability=score,
-            particles=measure_particles(mask, score, size),
-            pixel_size=size,
-            pixel_size_source=source,
-            scale_factor=1.0,
-            threshold=0.5,
-            image=mic.data,
-            source=mic.path,
-        )
+        return particle_result(mic, score, 0.5, size, source, 1.0, self.min_area_nm2)

@@ -39,6 +39,7 @@ __all__ = [
     "Segmenter",
     "builtin_model_path",
     "output_paths",
+    "particle_result",
     "write_outputs",
 ]
 
@@ -124,6 +125,49 @@ class SegmentResult:
             "particle_fraction": float(self.mask.mean()),
             **stats,
         }
+
+
+def particle_result(
+    mic: Micrograph,
+    probability: np.ndarray,
+    threshold: float,
+    pixel_size: float | None,
+    pixel_size_source: str,
+    scale_factor: float,
+    min_area_nm2: float | None,
+) -> SegmentResult:
+    """Threshold a probability map, drop specks, measure: the end of every segmenter.
+
+    Parameters
+    ----------
+    mic : Micrograph
+        The micrograph segmented.
+    probability : numpy.ndarray
+        float32 ``(height, width)`` in [0, 1].
+    threshold : float
+    pixel_size : float or None
+        nm per pixel.
+    pixel_size_source : str
+    scale_factor : float
+    min_area_nm2 : float or None
+        Default 1 nm^2, or :data:`MIN_AREA_PX_UNKNOWN_SCALE` px without a pixel size.
+    """
+    if pixel_size is not None:
+        min_area_px = (1.0 if min_area_nm2 is None else min_area_nm2) / pixel_size**2
+    else:
+        min_area_px = MIN_AREA_PX_UNKNOWN_SCALE
+    mask = clean_mask(probability > threshold, min_area_px)
+    return SegmentResult(
+        mask=mask,
+        probability=probability,
+        particles=measure_particles(mask, probability, pixel_size),
+        pixel_size=pixel_size,
+        pixel_size_source=pixel_size_source,
+        scale_factor=scale_factor,
+        threshold=threshold,
+        image=mic.data,
+        source=mic.path,
+    )
 
 
 class Segmenter:
@@ -254,22 +298,8 @@ class Segmenter:
             probability, factor = self._probability(mic.data, size)
         except InvalidDataError as error:
             raise InvalidDataError(str(error.args[0]), mic.path) from None
-        mask = probability > self.threshold
-        if size is not None:
-            min_area_px = (1.0 if self.min_area_nm2 is None else self.min_area_nm2) / size**2
-        else:
-            min_area_px = MIN_AREA_PX_UNKNOWN_SCALE
-        mask = clean_mask(mask, min_area_px)
-        return SegmentResult(
-            mask=mask,
-            probability=probability,
-            particles=measure_particles(mask, probability, size),
-            pixel_size=size,
-            pixel_size_source=source,
-            scale_factor=factor,
-            threshold=self.threshold,
-            image=mic.data,
-            source=mic.path,
+        return particle_result(
+            mic, probability, self.threshold, size, source, factor, self.min_area_nm2
         )
 
     def _probability(self, image: np.ndarray, pixel_size: float | None) -> tuple[np.ndarray, float]:
