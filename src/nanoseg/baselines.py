@@ -10,7 +10,6 @@ treat both alike.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,13 @@ import numpy as np
 from scipy import ndimage
 
 from nanoseg.errors import InvalidDataError, NanosegError
-from nanoseg.io import Micrograph, read_micrograph
-from nanoseg.segment import NoPixelSizeWarning, SegmentResult, particle_result
+from nanoseg.io import Micrograph
+from nanoseg.segment import (
+    SegmentResult,
+    as_micrograph,
+    particle_result,
+    resolve_pixel_size,
+)
 
 __all__ = ["THRESHOLD_METHODS", "ThresholdSegmenter", "threshold_map"]
 
@@ -109,24 +113,10 @@ class ThresholdSegmenter:
         """Segment one micrograph (a path, an array or a :class:`Micrograph`)."""
         from skimage import filters
 
-        if isinstance(image, Micrograph):
-            mic = image
-        elif isinstance(image, np.ndarray):
-            mic = Micrograph(np.asarray(image, dtype=np.float32), None)
-        else:
-            mic = read_micrograph(image)
-        if mic.data.ndim != 2:
-            raise InvalidDataError(f"expected a 2-D image, got shape {mic.data.shape}", mic.path)
+        mic = as_micrograph(image)
         if not np.isfinite(mic.data).all():
             raise InvalidDataError("the image contains NaN or infinite values", mic.path)
-        size = pixel_size if pixel_size is not None else mic.pixel_size
-        source = "given" if pixel_size is not None else ("file" if size is not None else "unknown")
-        if size is None:
-            warnings.warn(
-                f"{mic.path or 'array'}: no pixel size; sizes are given in px",
-                NoPixelSizeWarning,
-                stacklevel=2,
-            )
+        size, source = resolve_pixel_size(mic, pixel_size, "sizes are given in px")
         signal = threshold_map(
             mic.data, sigma=self.sigma, background=self.background, polarity=self.polarity
         )

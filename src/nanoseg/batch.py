@@ -13,6 +13,7 @@ e.g. on the shared file system of an HPC cluster). Each worker process loads the
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -31,7 +32,13 @@ from nanoseg.errors import NanosegError
 from nanoseg.io import READ_EXTENSIONS, check_output_dir, json_ready, write_csv, write_json
 from nanoseg.segment import BUILTIN, Segmenter, builtin_model_path, output_paths, write_outputs
 
-__all__ = ["BatchOptions", "expand_inputs", "segment_batch", "unique_stems"]
+__all__ = [
+    "BatchOptions",
+    "expand_inputs",
+    "load_segmenter",
+    "segment_batch",
+    "unique_stems",
+]
 
 LOG_DIR = "log"
 
@@ -110,8 +117,9 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 @lru_cache(maxsize=2)
-def _segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter:
-    # Once per process (a Dask worker keeps it between tasks).
+def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter:
+    """The segmenter `options` describe, loaded once per process and kept (a Dask worker
+    keeps it between tasks; a caller asking again gets the same object)."""
     if options.method == "threshold":
         return ThresholdSegmenter(
             options.threshold_method,
@@ -175,7 +183,7 @@ def segment_file(path: str, stem: str, out_dir: str, options: BatchOptions) -> d
     start = time.perf_counter()
     row: dict[str, Any] = {"file": str(source), "stem": stem}
     try:
-        segmenter = _segmenter(options)
+        segmenter = load_segmenter(options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run reports missing pixel sizes itself
             result = segmenter(source, pixel_size=options.pixel_size)
@@ -190,7 +198,7 @@ def segment_file(path: str, stem: str, out_dir: str, options: BatchOptions) -> d
         record = {
             "status": "ok",
             "input": _input_key(source),
-            "settings": json_ready(_segmenter(options).settings),
+            "settings": json_ready(load_segmenter(options).settings),  # cached: no reload
             "row": json_ready(row),
         }
         write_json(_record_path(folder, stem), record)
@@ -246,7 +254,7 @@ def _run_tasks(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
         client = Client(cluster)
-        options = BatchOptions(**{**options.__dict__, "threads": options.threads or 1})
+        options = dataclasses.replace(options, threads=options.threads or 1)
     try:
         futures = [
             client.submit(segment_file, path, stem, str(out_dir), options, key=f"segment-{stem}")
@@ -299,7 +307,7 @@ def segment_batch(
     model_path = builtin_model_path() if options.model == BUILTIN else Path(options.model)
     if options.method == "unet" and not model_path.exists():
         raise NanosegError(f"{model_path}: no such model")
-    settings = _segmenter(options).settings  # loads the model once here: fails early if bad
+    settings = load_segmenter(options).settings  # loads the model once here: fails early if bad
     logger = _file_logger(out_dir / LOG_DIR / "segment.log")
     stems = unique_stems(paths)
     rows: dict[str, dict[str, Any]] = {}
@@ -314,7 +322,6 @@ def segment_batch(
     done = len(rows)
     if progress is not None and done:
         progress(done, len(paths), {})
-    missing_scale = 0
     for row in _run_tasks(tasks, out_dir, options, workers, scheduler):
         rows[row["stem"]] = row
         done += 1
@@ -322,16 +329,16 @@ def segment_batch(
             logger.info(
                 "%s: %d particles (%.1f s)", row["file"], row["n_particles"], row["seconds"]
             )
-            missing_scale += row.get("pixel_size_source") == "unknown"
         else:
             logger.error("%s", row["error"])
         if progress is not None:
             progress(done, len(paths), row)
+    ordered = [rows[stem] for stem in stems]
+    missing_scale = sum(r.get("pixel_size_source") == "unknown" for r in ordered)
     if missing_scale:
         logger.warning(
             "%d micrograph(s) had no pixel size: segmented at their own scale", missing_scale
         )
-    ordered = [rows[stem] for stem in stems]
     summary = write_csv(out_dir / "summary.csv", ordered, SUMMARY_COLUMNS)
     histogram = _histogram(out_dir, ordered)
     _close(logger)
@@ -343,7 +350,7 @@ def segment_batch(
         "done": len(tasks),
         "skipped": len(paths) - len(tasks),
         "failed": failed,
-        "missing_pixel_size": sum(r.get("pixel_size_source") == "unknown" for r in ordered),
+        "missing_pixel_size": missing_scale,
         "rows": ordered,
     }
 

@@ -326,21 +326,39 @@ def evaluate(
     typer.echo(f"metrics and figures in {out}: {names}")
 
 
+# Options shared by the batch commands (segment, threshold).
+BatchInputs = Annotated[
+    list[str], typer.Argument(help="Micrograph files, folders or glob patterns ('**' recurses).")
+]
+BatchOut = Annotated[Path, typer.Option(help="Output folder (created; finished files are kept).")]
+PixelSizeOption = Annotated[
+    float | None,
+    typer.Option(help="Pixel size in nm for every input (default: each file's own)."),
+]
+MinAreaOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Drop particles smaller than this, nm^2 (default 1 nm^2; 12 px without a pixel size)."
+    ),
+]
+WorkersOption = Annotated[
+    int, typer.Option(help="Worker processes on a local Dask cluster (1: no Dask).")
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(help="Address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786."),
+]
+
+
 @app.command()
 @_expected_errors
 def segment(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(help="Micrograph files, folders or glob patterns ('**' recurses)."),
-    ],
-    out: Annotated[Path, typer.Option(help="Output folder (created; finished files are kept).")],
+    inputs: BatchInputs,
+    out: BatchOut,
     model: Annotated[
         str, typer.Option(help="'builtin' (shipped with nanoseg) or a model folder.")
     ] = "builtin",
-    pixel_size: Annotated[
-        float | None,
-        typer.Option(help="Pixel size in nm for every input (default: each file's own)."),
-    ] = None,
+    pixel_size: PixelSizeOption = None,
     tta: Annotated[
         str, typer.Option(help="Test-time augmentation: none, flip (x4) or d4 (x8).")
     ] = "none",
@@ -348,20 +366,9 @@ def segment(
         float | None,
         typer.Option(help="Particle probability threshold (default: the model card's)."),
     ] = None,
-    min_area: Annotated[
-        float | None,
-        typer.Option(
-            help="Drop particles smaller than this, nm^2 (default 1 nm^2; 12 px without a "
-            "pixel size)."
-        ),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(help="Worker processes on a local Dask cluster (1: no Dask).")
-    ] = 1,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786."),
-    ] = None,
+    min_area: MinAreaOption = None,
+    workers: WorkersOption = 1,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Segment micrographs: masks, probability maps, overlays and particle tables in nm."""
     from nanoseg.batch import BatchOptions
@@ -423,11 +430,8 @@ def _run_batch(inputs: list[str], out: Path, options: Any, workers: int, schedul
 @app.command()
 @_expected_errors
 def threshold(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(help="Micrograph files, folders or glob patterns ('**' recurses)."),
-    ],
-    out: Annotated[Path, typer.Option(help="Output folder (created; finished files are kept).")],
+    inputs: BatchInputs,
+    out: BatchOut,
     method: Annotated[str, typer.Option(help="otsu, li or local.")] = "otsu",
     sigma: Annotated[float, typer.Option(help="Gaussian smoothing, px.")] = 2.0,
     background: Annotated[
@@ -436,21 +440,10 @@ def threshold(
     bright: Annotated[
         bool, typer.Option(help="Particles brighter than the support (dark field, HAADF).")
     ] = False,
-    pixel_size: Annotated[
-        float | None,
-        typer.Option(help="Pixel size in nm for every input (default: each file's own)."),
-    ] = None,
-    min_area: Annotated[
-        float | None,
-        typer.Option(help="Drop particles smaller than this, nm^2 (default 1; 12 px unscaled)."),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(help="Worker processes on a local Dask cluster (1: no Dask).")
-    ] = 1,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786."),
-    ] = None,
+    pixel_size: PixelSizeOption = None,
+    min_area: MinAreaOption = None,
+    workers: WorkersOption = 1,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """The classical baseline: smooth, subtract the background, threshold; same outputs."""
     from nanoseg.baselines import ThresholdSegmenter

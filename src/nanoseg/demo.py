@@ -6,9 +6,13 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from nanoseg.io import check_output_dir, read_label_map, read_micrograph, write_csv
+import pandas as pd
+
+from nanoseg.batch import BatchOptions, load_segmenter, segment_batch
+from nanoseg.errors import NanosegError
+from nanoseg.io import read_label_map, read_micrograph
 from nanoseg.metrics import confusion, scores
-from nanoseg.segment import Segmenter, write_outputs
+from nanoseg.segment import output_paths
 
 __all__ = ["example_label_path", "example_path", "run_demo"]
 
@@ -37,19 +41,21 @@ def run_demo(out: str | Path) -> Iterator[str]:
         Lines to show the user.
     """
     source = example_path()
-    out_dir = check_output_dir(out, [source])
     mic = read_micrograph(source)
     yield f"example micrograph: {source}"
     yield f"  {mic.describe()}"
-    segmenter = Segmenter.load()
+    options = BatchOptions()
+    segmenter = load_segmenter(options)  # the batch run below reuses this one
     name = segmenter.card.get("name", "nanoseg")
     yield f"model: built-in ({name}, threshold {segmenter.threshold:.3g})"
-    result = segmenter(mic)
-    paths = write_outputs(result, out_dir, mic.name)
-    row = {"file": str(source), "stem": mic.name, "status": "ok", **result.summary()}
-    summary = write_csv(out_dir / "summary.csv", [row])
-    table = result.particles
-    interior = table[~table["touches_border"]]
+    # The demo is the main job: the same batch run as `nanoseg segment example.mrc --out OUT`.
+    run = segment_batch([source], out, options)
+    (row,) = run["rows"]
+    if row["status"] != "ok":
+        raise NanosegError(row["error"])
+    paths = output_paths(Path(out), row["stem"])
+    table = pd.read_csv(paths["particles"])
+    interior = table[~table["touches_border"].astype(bool)]
     yield f"{len(table)} particles ({len(interior)} not touching the border)"
     if len(interior):
         d = interior["equivalent_diameter_nm"]
@@ -57,8 +63,9 @@ def run_demo(out: str | Path) -> Iterator[str]:
             f"  equivalent diameter: median {d.median():.2f} nm, mean {d.mean():.2f} nm, "
             f"range {d.min():.2f}-{d.max():.2f} nm"
         )
+    mask = read_label_map(paths["mask"], shape=mic.shape)
     truth = read_label_map(example_label_path(), shape=mic.shape)
-    dice = scores(confusion(result.mask, truth))["dice"]
-    yield f"  Dice against the simulated truth: {dice:.3f}"
-    for name, path in {**paths, "summary": summary}.items():
+    yield f"  Dice against the simulated truth: {scores(confusion(mask, truth))['dice']:.3f}"
+    files = {**paths, "summary": run["summary"], "histogram": run["histogram"]}
+    for name, path in files.items():
         yield f"{name + ':':13s}{path}"

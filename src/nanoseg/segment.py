@@ -37,9 +37,11 @@ __all__ = [
     "BUILTIN",
     "SegmentResult",
     "Segmenter",
+    "as_micrograph",
     "builtin_model_path",
     "output_paths",
     "particle_result",
+    "resolve_pixel_size",
     "write_outputs",
 ]
 
@@ -125,6 +127,49 @@ class SegmentResult:
             "particle_fraction": float(self.mask.mean()),
             **stats,
         }
+
+
+def as_micrograph(image: str | os.PathLike[str] | np.ndarray | Micrograph) -> Micrograph:
+    """A :class:`Micrograph` from a file path, a 2-D array or a Micrograph (returned as is).
+
+    Raises
+    ------
+    InvalidDataError
+        An array that is not 2-D.
+    """
+    if isinstance(image, Micrograph):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.ndim != 2:
+            raise InvalidDataError(f"expected a 2-D image, got shape {image.shape}")
+        return Micrograph(np.asarray(image, dtype=np.float32), None)
+    return read_micrograph(image)
+
+
+def resolve_pixel_size(
+    mic: Micrograph, pixel_size: float | None, without: str
+) -> tuple[float | None, str]:
+    """The pixel size to use (nm) and where it came from: ``"given"``, ``"file"`` or
+    ``"unknown"``; warns (:class:`NoPixelSizeWarning`) with `without`, what happens then.
+
+    Raises
+    ------
+    InvalidDataError
+        A given pixel size that is not positive.
+    """
+    if pixel_size is not None:
+        if not pixel_size > 0:
+            raise InvalidDataError(f"pixel size must be positive, not {pixel_size}", mic.path)
+        return float(pixel_size), "given"
+    if mic.pixel_size is not None:
+        return mic.pixel_size, "file"
+    where = f"{mic.path}: " if mic.path is not None else ""
+    warnings.warn(
+        f"{where}no pixel size in the file and none given: {without}",
+        NoPixelSizeWarning,
+        stacklevel=3,
+    )
+    return None, "unknown"
 
 
 def particle_result(
@@ -271,29 +316,13 @@ class Segmenter:
         -------
         SegmentResult
         """
-        if isinstance(image, Micrograph):
-            mic = image
-        elif isinstance(image, np.ndarray):
-            mic = Micrograph(np.asarray(image, dtype=np.float32), None)
-            if mic.data.ndim != 2:
-                raise InvalidDataError(f"expected a 2-D image, got shape {image.shape}")
-        else:
-            mic = read_micrograph(image)
-        if pixel_size is not None and not pixel_size > 0:
-            raise InvalidDataError(f"pixel size must be positive, not {pixel_size}", mic.path)
-        if pixel_size is not None:
-            size, source = float(pixel_size), "given"
-        elif mic.pixel_size is not None:
-            size, source = mic.pixel_size, "file"
-        else:
-            size, source = None, "unknown"
-            where = f"{mic.path}: " if mic.path is not None else ""
-            warnings.warn(
-                f"{where}no pixel size in the file and none given: segmented at the image's own "
-                "scale (give --pixel-size for the model to see particles at its training scale)",
-                NoPixelSizeWarning,
-                stacklevel=2,
-            )
+        mic = as_micrograph(image)
+        size, source = resolve_pixel_size(
+            mic,
+            pixel_size,
+            "segmented at the image's own scale (give --pixel-size for the "
+            "model to see particles at its training scale)",
+        )
         try:
             probability, factor = self._probability(mic.data, size)
         except InvalidDataError as error:
