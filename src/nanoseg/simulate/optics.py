@@ -104,6 +104,13 @@ def _potential(atoms: Any, gpts: int, slice_thickness: float) -> Any:
     )
 
 
+def particle_gpts(extent: float, box: int = 0) -> int:
+    """Side of the fine multislice grid of a particle box `extent` A wide (at least `box`)."""
+    return sfft.next_fast_len(
+        int(min(MAX_PARTICLE_GPTS, max(box, round(extent / PARTICLE_SAMPLING))))
+    )
+
+
 def particle_exit_wave(
     positions: np.ndarray,
     numbers: np.ndarray,
@@ -137,9 +144,7 @@ def particle_exit_wave(
     from ase import Atoms
 
     extent = box * sampling
-    fine = sfft.next_fast_len(
-        int(min(MAX_PARTICLE_GPTS, max(box, round(extent / PARTICLE_SAMPLING))))
-    )
+    fine = particle_gpts(extent, box)
     pos = np.array(positions, dtype=float)
     pos[:, 2] -= pos[:, 2].min() - 1.0
     height = math.ceil((pos[:, 2].max() + 1.0) / SLICE_THICKNESS) * SLICE_THICKNESS

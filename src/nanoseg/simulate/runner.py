@@ -157,10 +157,7 @@ def _scene_cost(job: tuple[SceneSettings, int, int]) -> float:
     scene = plan_scene(settings, scene_index, seed)
     work = 0.0
     for particle in scene.particles:
-        side = min(
-            optics.MAX_PARTICLE_GPTS,
-            2 * (particle.projected_radius + optics.BOX_MARGIN) / optics.PARTICLE_SAMPLING,
-        )
+        side = optics.particle_gpts(2 * (particle.projected_radius + optics.BOX_MARGIN))
         thickness = np.ptp(particle.atoms.positions[:, 2]) + 2.0
         work += side**2 * thickness / optics.SLICE_THICKNESS
     return work + settings.variants * (settings.size * 2) ** 2
