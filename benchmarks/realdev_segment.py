@@ -67,13 +67,14 @@ def main() -> None:
         "--threshold", action="store_true", help="score the thresholding baseline instead"
     )
     parser.add_argument("--method", default="otsu", help="threshold method (otsu, li, local)")
-    parser.add_argument("--sigma", type=float, default=2.0, help="threshold smoothing, px")
+    parser.add_argument("--sigma", default="auto", help="threshold smoothing, px, or auto")
     parser.add_argument("--background", type=float, default=None, help="background sigma, px")
     args = parser.parse_args()
     if args.threshold:
         from nanoseg.baselines import ThresholdSegmenter
 
-        segmenter = ThresholdSegmenter(args.method, args.sigma, args.background)
+        sigma = args.sigma if args.sigma == "auto" else float(args.sigma)
+        segmenter = ThresholdSegmenter(args.method, sigma, args.background)
         args.model = f"threshold {args.method} sigma {args.sigma} background {args.background}"
     else:
         segmenter = Segmenter.load(args.model, tta=args.tta)

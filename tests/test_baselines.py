@@ -52,7 +52,19 @@ def test_threshold_rejects_bad_options_and_images() -> None:
     with pytest.raises(NanosegError, match="--sigma"):
         ThresholdSegmenter(sigma=0)
     with pytest.raises(InvalidDataError, match="flat"):
-        ThresholdSegmenter()(np.ones((64, 64), np.float32), 0.5)
+        ThresholdSegmenter(sigma=2.0)(np.ones((64, 64), np.float32), 0.5)
+    with pytest.raises(InvalidDataError, match="constant"):
+        ThresholdSegmenter(sigma="auto")(np.ones((64, 64), np.float32), 0.5)
+
+
+def test_threshold_sigma_auto_recovers_blobs() -> None:
+    image, truth = _blobs(3)
+    result = ThresholdSegmenter(sigma="auto")(image, pixel_size=0.5)
+    assert scores(confusion(result.mask, truth))["dice"] > 0.85
+    assert len(result.particles) == 4
+    # The blobs are 20-40 px wide: the estimate that set sigma is reported.
+    assert 13 < result.scale_estimate_px < 60
+    assert result.scale_method == "LoG scale space"
 
 
 def test_threshold_cli_writes_segment_outputs(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ class BatchOptions:
     """How to segment every micrograph of a run (plain values, so Dask can ship them)."""
 
     model: str = BUILTIN
-    pixel_size: float | None = None
+    pixel_size: float | str | None = None  # nm, or "auto"
     tta: str = "none"
     threshold: float | None = None
     min_area_nm2: float | None = None
@@ -58,7 +58,7 @@ class BatchOptions:
     # method "unet" runs the model; "threshold" the classical baseline with the options below.
     method: str = "unet"
     threshold_method: str = "otsu"
-    sigma: float = 2.0
+    sigma: float | str = 2.0  # px, or "auto"
     background: float | None = None
     polarity: str = "dark"
 
@@ -215,6 +215,8 @@ SUMMARY_COLUMNS = [
     "pixel_size_nm",
     "pixel_size_source",
     "scale_factor",
+    "scale_estimate_px",
+    "scale_method",
     "threshold",
     "n_particles",
     "n_interior",

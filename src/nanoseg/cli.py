@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable
@@ -264,7 +265,7 @@ def train_command(
         str | None, typer.Option(help="Choose it on 'validation' or 'train' (the paper's).")
     ] = None,
     init: Annotated[
-        Path | None, typer.Option(help="Start from this model folder (fine-tuning).")
+        Path | None, typer.Option(help="Start from 'builtin' or a model folder (fine-tuning).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
@@ -332,8 +333,11 @@ BatchInputs = Annotated[
 ]
 BatchOut = Annotated[Path, typer.Option(help="Output folder (created; finished files are kept).")]
 PixelSizeOption = Annotated[
-    float | None,
-    typer.Option(help="Pixel size in nm for every input (default: each file's own)."),
+    str | None,
+    typer.Option(
+        help="Pixel size in nm for every input, or 'auto' to estimate the particle scale from "
+        "the image (default: each file's own; estimated when a file has none)."
+    ),
 ]
 MinAreaOption = Annotated[
     float | None,
@@ -379,6 +383,19 @@ def segment(
     _run_batch(inputs, out, options, workers, scheduler)
 
 
+def _pixel_size(text: str | float | None) -> float | str | None:
+    """``--pixel-size``: None, ``"auto"`` or a positive number of nm."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise _fail(f"--pixel-size must be a number of nm or 'auto', not '{text}'") from None
+    if not value > 0:
+        raise _fail(f"--pixel-size must be positive, not {text}")
+    return value
+
+
 def _run_batch(inputs: list[str], out: Path, options: Any, workers: int, scheduler: str | None):
     """Run a batch with a progress bar and report it (segment and threshold)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -387,8 +404,7 @@ def _run_batch(inputs: list[str], out: Path, options: Any, workers: int, schedul
 
     if workers < 1:
         raise _fail(f"--workers must be at least 1, not {workers}")
-    if options.pixel_size is not None and not options.pixel_size > 0:
-        raise _fail(f"--pixel-size must be positive, not {options.pixel_size}")
+    options = dataclasses.replace(options, pixel_size=_pixel_size(options.pixel_size))
     columns = (
         "[progress.description]{task.description}",
         BarColumn(),
@@ -433,7 +449,9 @@ def threshold(
     inputs: BatchInputs,
     out: BatchOut,
     method: Annotated[str, typer.Option(help="otsu, li or local.")] = "otsu",
-    sigma: Annotated[float, typer.Option(help="Gaussian smoothing, px.")] = 2.0,
+    sigma: Annotated[
+        str, typer.Option(help="Gaussian smoothing, px, or 'auto' (from the particle scale).")
+    ] = "auto",
     background: Annotated[
         float | None, typer.Option(help="Sigma of the subtracted background, px (25 x sigma).")
     ] = None,
@@ -449,6 +467,11 @@ def threshold(
     from nanoseg.baselines import ThresholdSegmenter
     from nanoseg.batch import BatchOptions
 
+    if sigma != "auto":
+        try:
+            sigma = float(sigma)  # type: ignore[assignment]
+        except ValueError:
+            raise _fail(f"--sigma must be a number of px or 'auto', not '{sigma}'") from None
     ThresholdSegmenter(method, sigma, background)  # checks the options before any work
     options = BatchOptions(
         method="threshold",

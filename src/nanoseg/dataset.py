@@ -112,6 +112,8 @@ def _read_materials(source: Path | None) -> dict[str, dict[str, str]]:
         return table
     if not source.is_file():
         raise DatasetError("material table not found", source)
+    # A monolayer's particle list (JSON in one cell) outgrows csv's default 128 kB field limit.
+    csv.field_size_limit(2**31 - 1)
     with open(source, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []

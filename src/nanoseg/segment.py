@@ -49,6 +49,10 @@ __all__ = [
 BUILTIN = "builtin"
 #: Particles smaller than this are dropped when the pixel size is unknown (px).
 MIN_AREA_PX_UNKNOWN_SCALE = 12
+#: Particle diameters (px) a model without ``particle_px_range`` in its card is trusted on.
+DEFAULT_PARTICLE_PX_RANGE = (12.0, 400.0)
+#: Without a pixel size, the first network pass sees the image at most this wide (px).
+PREVIEW_SIDE = 2048
 
 
 class NoPixelSizeWarning(UserWarning):
@@ -84,6 +88,11 @@ class SegmentResult:
         float32 ``(height, width)``: the micrograph as read.
     source : pathlib.Path or None
         The file, when segmenting a file.
+    scale_estimate_px : float or None
+        Without a pixel size: the typical particle diameter estimated from the image, px.
+    scale_method : str
+        How the model's input scale was chosen (``"pixel size"``, ``"network detections"``,
+        ``"LoG scale space"``, ``"none found"``).
     """
 
     mask: np.ndarray
@@ -95,6 +104,8 @@ class SegmentResult:
     threshold: float
     image: np.ndarray = field(repr=False)
     source: Path | None = None
+    scale_estimate_px: float | None = None
+    scale_method: str = ""
 
     def summary(self) -> dict[str, Any]:
         """One row for ``summary.csv``: counts and size statistics (interior particles)."""
@@ -121,6 +132,10 @@ class SegmentResult:
             "pixel_size_nm": self.pixel_size,
             "pixel_size_source": self.pixel_size_source,
             "scale_factor": round(self.scale_factor, 6),
+            "scale_estimate_px": (
+                None if self.scale_estimate_px is None else round(self.scale_estimate_px, 2)
+            ),
+            "scale_method": self.scale_method,
             "threshold": self.threshold,
             "n_particles": len(table),
             "n_interior": len(interior),
@@ -300,7 +315,7 @@ class Segmenter:
     def __call__(
         self,
         image: str | os.PathLike[str] | np.ndarray | Micrograph,
-        pixel_size: float | None = None,
+        pixel_size: float | str | None = None,
     ) -> SegmentResult:
         """Segment one micrograph.
 
@@ -309,34 +324,104 @@ class Segmenter:
         image : path, numpy.ndarray or Micrograph
             A micrograph file (any format :func:`nanoseg.read_micrograph` reads), a 2-D array,
             or a :class:`Micrograph`.
-        pixel_size : float, optional
-            nm per pixel; overrides the file's.
+        pixel_size : float or "auto", optional
+            nm per pixel; overrides the file's. Without one (or with ``"auto"``, which also
+            ignores the file's), the particle scale is estimated from the image (see
+            :meth:`auto_scale`) and sizes are measured in px.
 
         Returns
         -------
         SegmentResult
         """
         mic = as_micrograph(image)
-        size, source = resolve_pixel_size(
-            mic,
-            pixel_size,
-            "segmented at the image's own scale (give --pixel-size for the "
-            "model to see particles at its training scale)",
-        )
+        auto = isinstance(pixel_size, str)
+        if auto and pixel_size != "auto":
+            raise InvalidDataError(f"pixel size must be a number or 'auto', not '{pixel_size}'")
+        if auto:
+            size, source = None, "auto"
+        else:
+            size, source = resolve_pixel_size(
+                mic,
+                pixel_size,  # type: ignore[arg-type]
+                "particle scale estimated from the image, sizes in px (give --pixel-size for nm)",
+            )
         try:
-            probability, factor = self._probability(mic.data, size)
+            if size is None:
+                probability, factor, estimate, method = self.auto_scale(mic.data)
+            else:
+                probability, factor = self._probability(mic.data, model_scale(self.card, size)[0])
+                estimate, method = None, "pixel size"
         except InvalidDataError as error:
             raise InvalidDataError(str(error.args[0]), mic.path) from None
-        return particle_result(
+        result = particle_result(
             mic, probability, self.threshold, size, source, factor, self.min_area_nm2
         )
+        result.scale_estimate_px, result.scale_method = estimate, method
+        return result
 
-    def _probability(self, image: np.ndarray, pixel_size: float | None) -> tuple[np.ndarray, float]:
+    @property
+    def particle_px_range(self) -> tuple[float, float]:
+        """Particle diameters (px of the model's input) the model was trained on."""
+        low, high = self.card.get("particle_px_range") or DEFAULT_PARTICLE_PX_RANGE
+        return float(low), float(high)
+
+    def auto_scale(self, image: np.ndarray) -> tuple[np.ndarray, float, float | None, str]:
+        """Probability map at a scale chosen from the image itself (no pixel size).
+
+        A first pass of the network (on a copy at most :data:`PREVIEW_SIDE` px wide) finds the
+        particles; the median diameter of those clear of the border is the particle scale.
+        When the network finds fewer than three, a scale-normalised LoG blob analysis
+        (:func:`nanoseg.scale.estimate_scale`) gives it instead. If that diameter lies outside
+        the range the model was trained on, the image is resampled to bring it to the nearest
+        end of the range and segmented again.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            float32 ``(height, width)``.
+
+        Returns
+        -------
+        probability : numpy.ndarray
+            float32 ``(height, width)``.
+        factor : float
+            Resampling applied for the model (> 1 enlarges).
+        diameter : float or None
+            Estimated typical particle diameter, px of `image`.
+        method : str
+            How the scale was estimated.
+        """
+        from skimage.measure import label, regionprops
+
+        from nanoseg.scale import estimate_scale
+
+        preview = min(1.0, PREVIEW_SIDE / max(image.shape))
+        probability, _ = self._probability(image, preview)
+        regions = [
+            r
+            for r in regionprops(label(clean_mask(probability > self.threshold, 4)))
+            if not _touches_border(r.bbox, image.shape)
+        ]
+        if len(regions) >= 3:
+            diameter: float | None = float(np.median([r.equivalent_diameter_area for r in regions]))
+            method = "network detections"
+        else:
+            try:
+                diameter, method = estimate_scale(image).diameter_px, "LoG scale space"
+            except InvalidDataError:
+                diameter, method = None, "none found"
+        low, high = self.particle_px_range
+        factor = 1.0 if diameter is None else min(max(diameter, low), high) / diameter
+        if abs(factor - preview) > 1e-3:
+            probability, _ = self._probability(image, factor)
+        return probability, factor, diameter, method
+
+    def _probability(self, image: np.ndarray, factor: float) -> tuple[np.ndarray, float]:
+        """The model's probability map of `image` resampled by `factor`, at `image`'s size."""
         from skimage.transform import rescale, resize
 
         if min(image.shape) < 8:
             raise InvalidDataError(f"image of {image.shape[1]}x{image.shape[0]} px is too small")
-        factor, _ = model_scale(self.card, pixel_size)
         scaled = image
         if abs(factor - 1) > 1e-3:
             scaled = rescale(
@@ -357,6 +442,11 @@ class Segmenter:
 # --------------------------------------------------------------------------------------------
 # writing one micrograph's outputs
 # --------------------------------------------------------------------------------------------
+
+
+def _touches_border(bbox: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    r0, c0, r1, c1 = bbox
+    return r0 == 0 or c0 == 0 or r1 == shape[0] or c1 == shape[1]
 
 
 def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:

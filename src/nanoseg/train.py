@@ -70,6 +70,7 @@ class TrainConfig:
     mirror: bool = True
     scale: tuple[float, float] | None = (0.8, 1.25)
     intensity: bool = True  # contrast, gamma, blur and noise
+    export: bool = False  # also strong gamma and 8-bit-like quantisation, as in PNG/TIFF exports
     widths: tuple[int, ...] = (4, 8, 16, 32)
     norm: str = "batch"
     dropout: float = 0.2
@@ -114,6 +115,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "intensity": False,
     },
     "default": {"preset": "default"},
+    # The bundled model: every magnification, so a wider zoom, and exported 8-bit files.
+    "builtin": {"preset": "builtin", "scale": (0.6, 1.6), "export": True, "epochs": 30},
 }
 
 
@@ -227,17 +230,24 @@ def augment(
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="reflection", align_corners=False)
     if config.intensity:
         x = _intensity(x, rng)
+    if config.export:
+        x = _export(x, rng)
     return x.contiguous(), y[:, 0].round().long()
+
+
+def _stretch(x: torch.Tensor, tail: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample: the `tail` percentile, the span to the 1 - `tail` one, and x scaled to [0, 1]."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    low = flat.quantile(tail, dim=1).view(n, 1, 1, 1)
+    span = (flat.quantile(1 - tail, dim=1).view(n, 1, 1, 1) - low).clamp_min(1e-6)
+    return low, span, ((x - low) / span).clamp(0, 1)
 
 
 def _intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Contrast and gamma, blur, and noise, each drawn per sample."""
     n = x.shape[0]
-    flat = x.reshape(n, -1)
-    low = flat.quantile(0.005, dim=1).view(n, 1, 1, 1)
-    high = flat.quantile(0.995, dim=1).view(n, 1, 1, 1)
-    span = (high - low).clamp_min(1e-6)
-    unit = ((x - low) / span).clamp(0, 1)
+    low, span, unit = _stretch(x, 0.005)
     gamma = torch.from_numpy(np.exp(rng.uniform(-0.4, 0.4, n))).float().view(n, 1, 1, 1)
     contrast = torch.from_numpy(rng.uniform(0.7, 1.3, n)).float().view(n, 1, 1, 1)
     x = low + span * contrast * (unit**gamma - 0.5) + span * 0.5
@@ -247,6 +257,26 @@ def _intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     noise = torch.from_numpy(rng.uniform(0, 0.15, n)).float().view(n, 1, 1, 1)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     return x + noise * span * torch.randn(x.shape, generator=generator)
+
+
+def _export(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """What saving to an 8-bit PNG or TIFF does: clipping, a strong gamma and few grey levels.
+
+    Half the samples are quantised to 12-256 levels between two percentiles (some exports
+    use only a few dozen), after a gamma of 0.5-2.
+    """
+    n = x.shape[0]
+    chosen = rng.random(n) < 0.5
+    if not chosen.any():
+        return x
+    low, span, unit = _stretch(x, 0.002)
+    gamma = torch.from_numpy(np.exp(rng.uniform(-0.7, 0.7, n))).float().view(n, 1, 1, 1)
+    levels = torch.from_numpy(np.exp(rng.uniform(np.log(12), np.log(256), n))).float()
+    levels = levels.round().view(n, 1, 1, 1)
+    quantised = torch.round(unit**gamma * (levels - 1)) / (levels - 1)
+    exported = low + span * quantised
+    mask = torch.from_numpy(chosen).view(n, 1, 1, 1)
+    return torch.where(mask, exported, x)
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -301,8 +331,13 @@ def _build_model(config: TrainConfig) -> tuple[UNet, str]:
     if config.init is None:
         arch = UNetConfig(widths=config.widths, norm=config.norm, dropout=config.dropout)
         return UNet(arch), "scratch"
-    model, _card = load_model(config.init)
-    return model, str(config.init)
+    if config.init == "builtin":
+        from nanoseg.segment import builtin_model_path
+
+        model, card = load_model(builtin_model_path())
+    else:
+        model, card = load_model(config.init)
+    return model, f"{config.init} (weights sha256 {card.get('weights_sha256')})"
 
 
 def train(
@@ -447,7 +482,9 @@ def _card_base(
     with h5py.File(data, "r") as h5:
         attrs = dict(h5.attrs)
         sizes = h5["tiles"]["pixel_size_nm"][()][tiles.index]
+        diameters = _particle_diameters(h5["labels"], np.sort(tiles.index))
     finite = sizes[np.isfinite(sizes)]
+    zoom = config.scale or (1.0, 1.0)
     return {
         "training": {
             "preset": config.preset,
@@ -459,6 +496,16 @@ def _card_base(
         },
         "pixel_size_nm": float(np.median(finite)) if len(finite) else None,
         "pixel_size_range_nm": [float(finite.min()), float(finite.max())] if len(finite) else None,
+        # Diameters (px) of the middle 90 % of training particles, times the zoom augmentation:
+        # without a pixel size, images are resampled to bring their particles into this range.
+        "particle_px_range": (
+            [
+                round(float(np.percentile(diameters, 5) * zoom[0]), 2),
+                round(float(np.percentile(diameters, 95) * zoom[1]), 2),
+            ]
+            if len(diameters)
+            else None
+        ),
         "preprocessing": {
             "median": int(attrs.get("median", 3)),
             "normalize": str(attrs.get("normalize", "dataset-max")),
@@ -466,6 +513,20 @@ def _card_base(
             "tile": int(attrs.get("tile", tiles.tile)),
         },
     }
+
+
+def _particle_diameters(labels: h5py.Dataset, index: np.ndarray) -> np.ndarray:
+    """Equivalent diameters (px) of the labelled particles clear of the tile border."""
+    from skimage.measure import label, regionprops
+
+    out = []
+    for start in range(0, len(index), 64):
+        for tile in labels[index[start : start + 64]]:
+            for region in regionprops(label(tile > 0)):
+                r0, c0, r1, c1 = region.bbox
+                if r0 > 0 and c0 > 0 and r1 < tile.shape[0] and c1 < tile.shape[1]:
+                    out.append(region.equivalent_diameter_area)
+    return np.asarray(out, dtype=float)
 
 
 def _checkpoint(out, model, optimizer, scheduler, state, history, card_base) -> None:

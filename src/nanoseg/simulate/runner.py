@@ -157,7 +157,10 @@ def _scene_cost(job: tuple[SceneSettings, int, int]) -> float:
     scene = plan_scene(settings, scene_index, seed)
     work = 0.0
     for particle in scene.particles:
-        side = optics.particle_gpts(2 * (particle.projected_radius + optics.BOX_MARGIN))
+        side = optics.particle_gpts(
+            2 * (particle.projected_radius + optics.BOX_MARGIN),
+            sampling=optics.particle_sampling(scene.pixel_size * 10),
+        )
         thickness = np.ptp(particle.atoms.positions[:, 2]) + 2.0
         work += side**2 * thickness / optics.SLICE_THICKNESS
     return work + settings.variants * (settings.size * 2) ** 2

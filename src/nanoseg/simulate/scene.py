@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
+from scipy import ndimage
 
 from nanoseg.simulate import optics
 from nanoseg.simulate.camera import Camera, bin_pixels, expose, random_camera
@@ -28,6 +29,10 @@ OVERSAMPLE = 2
 CARBON_SLAB = 5.0
 #: Distinct particles simulated per scene; denser fields reuse them mirrored and turned.
 MAX_DISTINCT = 6
+#: Scenes whose mean particle is narrower than this (px) are dense monolayers half the time.
+DENSE_BELOW_PX = 24.0
+#: At most this many particles in a monolayer (bounds the metadata and the rendering time).
+MAX_MONOLAYER = 3000
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,15 @@ def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
     coverage = rng.uniform(0.05, 0.35)
     particles: list[Particle] = []
     placements: list[Placement] = []
-    area = 0.0
+    # Small particles (in pixels) also come as dense monolayers, as in survey images.
+    dense = mean_d / pixel_size < DENSE_BELOW_PX and rng.random() < 0.5
+    if dense:
+        for _ in range(MAX_DISTINCT):
+            d = float(np.clip(mean_d * math.exp(rng.normal(0, 0.1)), d_low, d_high))
+            shape = material.shapes[int(rng.integers(len(material.shapes)))]
+            particles.append(build_particle(material, shape, d, rng))
+        placements = _monolayer(particles, mean_d, field_nm, rng)
+    area = math.inf if dense else 0.0
     failures = 0
     while area < coverage * field_nm**2 and len(placements) < 60 and failures < 50:
         if len(particles) < MAX_DISTINCT:
@@ -133,7 +146,8 @@ def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
         placements.append(Placement(which, transform, (float(centre[0]), float(centre[1]))))
         area += math.pi * (candidate.diameter / 2) ** 2
     voltage = float(rng.choice([200.0, 300.0]))
-    carbon = float(rng.uniform(2.0, 10.0))
+    # Grids for medium magnification usually carry thicker, standard carbon films.
+    carbon = float(rng.uniform(2.0, 20.0 if pixel_size > 0.05 else 10.0))
     imaging = [
         _random_imaging(rng, pixel_size, settings.size, voltage) for _ in range(settings.variants)
     ]
@@ -179,6 +193,42 @@ def _place(
     return None
 
 
+def _monolayer(
+    particles: list[Particle], mean_d: float, field_nm: float, rng: np.random.Generator
+) -> list[Placement]:
+    """Particles on a jittered hexagonal lattice, in islands with vacancies (nm, as `_place`).
+
+    Self-assembled monolayers keep a near-constant gap set by the ligands; islands come from a
+    thresholded smooth random field, so coverage varies from sparse patches to a full film.
+    """
+    spacing = mean_d * rng.uniform(1.08, 1.45)
+    angle = rng.uniform(0, math.pi / 3)
+    n = int(field_nm / spacing * 1.6) + 2
+    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n))
+    xy = np.stack([i + 0.5 * (j % 2), j * math.sqrt(3) / 2], axis=-1).reshape(-1, 2) * spacing
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    xy = xy @ rot.T + field_nm / 2
+    xy += rng.normal(0, 0.06 * spacing, xy.shape)
+    xy = xy[np.all((xy >= 0) & (xy <= field_nm), axis=1)]
+    # Islands: a smooth random field on a coarse grid, thresholded at a random level.
+    grid = 32
+    smooth = ndimage.gaussian_filter(
+        rng.normal(size=(grid, grid)), rng.uniform(1.5, 4), mode="wrap"
+    )
+    cell = np.clip((xy / field_nm * grid).astype(int), 0, grid - 1)
+    level = np.quantile(smooth, rng.uniform(0.0, 0.6))
+    keep = (smooth[cell[:, 1], cell[:, 0]] >= level) & (rng.random(len(xy)) > rng.uniform(0, 0.25))
+    xy = xy[keep]
+    if len(xy) > MAX_MONOLAYER:
+        xy = xy[np.sort(rng.choice(len(xy), MAX_MONOLAYER, replace=False))]
+    which = rng.integers(len(particles), size=len(xy))
+    transform = rng.integers(8, size=len(xy))
+    return [
+        Placement(int(w), int(t), (float(x), float(y)))
+        for w, t, (x, y) in zip(which, transform, xy, strict=True)
+    ]
+
+
 def _transform_array(array: np.ndarray, transform: int) -> np.ndarray:
     if transform & 4:
         array = array.T
@@ -205,7 +255,14 @@ def _random_imaging(
     corrected = rng.random() < 0.5
     cs_mm = float(rng.uniform(-0.02, 0.02)) if corrected else float(rng.uniform(0.5, 1.5))
     energy = voltage * 1e3
-    if rng.random() < 0.4:
+    if pixel_size > 0.05 and rng.random() < 0.7:
+        # Medium magnification is focused by eye on the carbon's granularity: the defocus leaves
+        # a speckle a few pixels across, so it grows with the square of the pixel size.
+        period = rng.uniform(1.5, 5.0) * pixel_size  # nm
+        defocus_nm = (
+            period**2 / (optics.wavelength(energy) / 10) * (1 if rng.random() < 0.8 else -1)
+        )
+    elif rng.random() < 0.4:
         # Near Scherzer focus (abTEM sign: positive is underfocus).
         scherzer = math.copysign(
             math.sqrt(1.5 * abs(cs_mm) * 1e7 * optics.wavelength(energy)), cs_mm
@@ -223,7 +280,8 @@ def _random_imaging(
         cs_mm=cs_mm,
         defocus_nm=defocus_nm,
         focal_spread_nm=float(rng.uniform(2, 6)),
-        angular_spread_mrad=float(rng.uniform(0.05, 0.3)),
+        # Lower magnification spreads the beam: the convergence falls with the pixel size.
+        angular_spread_mrad=float(rng.uniform(0.05, 0.3)) * min(1.0, 0.05 / pixel_size),
         aperture_mrad=aperture,
         camera=random_camera(rng, dose, pixel_size * 10, size),
     )
@@ -255,12 +313,22 @@ def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, A
         positions = particle.atoms.positions.copy()
         positions[:, :2] += (box - 1) / 2 * sampling
         waves.append(
-            optics.particle_exit_wave(positions, particle.atoms.numbers, box, sampling, energy)
+            optics.particle_exit_wave(
+                positions,
+                particle.atoms.numbers,
+                box,
+                sampling,
+                energy,
+                optics.particle_sampling(detector_px),
+            )
         )
 
     psi = np.ones((n, n), dtype=np.complex64)
     material = MATERIALS[scene.material]
-    labels = []
+    label = np.zeros((scene.size, scene.size), dtype=bool)
+    # A footprint depends only on the particle, its transform and where its box starts within
+    # a detector pixel (OVERSAMPLE^2 cases), so each is rasterised once and stamped.
+    stamps: dict[tuple[int, int, int, int], np.ndarray] = {}
     particle_rows = []
     for placement in scene.placements:
         particle, box = scene.particles[placement.particle], boxes[placement.particle]
@@ -273,9 +341,16 @@ def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, A
         psi[i0 : i0 + box, j0 : j0 + box] *= _transform_array(
             waves[placement.particle], placement.transform
         )
-        xy = _transform_xy(particle.atoms.positions[:, :2], placement.transform) + centre
-        mask = footprint(xy, material.radius, (scene.size, scene.size), detector_px, (0.0, 0.0))
-        labels.append(mask)
+        # The stamp's first detector pixel, and the particle centre relative to it.
+        dc0, dr0 = (j0 - off) // OVERSAMPLE, (i0 - off) // OVERSAMPLE
+        phase = (j0 - off - dc0 * OVERSAMPLE, i0 - off - dr0 * OVERSAMPLE)
+        key = (placement.particle, placement.transform, *phase)
+        if key not in stamps:
+            local = (np.array(phase) + 0.5 + (box - 1) / 2) * sampling
+            xy = _transform_xy(particle.atoms.positions[:, :2], placement.transform) + local
+            side = box // OVERSAMPLE + 2
+            stamps[key] = footprint(xy, material.radius, (side, side), detector_px, (0.0, 0.0))
+        mask = _stamp(stamps[key], dr0, dc0, label)
         particle_rows.append(
             _particle_row(particle, placement, centre / 10, mask, scene.pixel_size)
         )
@@ -288,7 +363,6 @@ def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, A
             psi * np.exp(1j * phase).astype(np.complex64), sampling, thickness, energy
         )
 
-    label = np.logical_or.reduce(labels) if labels else np.zeros((scene.size, scene.size), bool)
     crop = slice(off, off + scene.size * OVERSAMPLE)
     results = []
     for variant, imaging in enumerate(scene.imaging):
@@ -327,6 +401,18 @@ def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, A
         }
         results.append((counts, label, meta))
     return results
+
+
+def _stamp(stamp: np.ndarray, row: int, col: int, label: np.ndarray) -> np.ndarray:
+    """OR `stamp` into `label` with its top-left at (`row`, `col`); return the part inside."""
+    r0, c0 = max(row, 0), max(col, 0)
+    r1 = min(row + stamp.shape[0], label.shape[0])
+    c1 = min(col + stamp.shape[1], label.shape[1])
+    if r0 >= r1 or c0 >= c1:
+        return np.zeros((0, 0), dtype=bool)
+    inside = stamp[r0 - row : r1 - row, c0 - col : c1 - col]
+    label[r0:r1, c0:c1] |= inside
+    return inside
 
 
 def _particle_row(
