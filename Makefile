@@ -31,15 +31,24 @@ clean:
 	rm -rf $(VENV) demo-output .pytest_cache
 
 # The bundled model, from nothing: simulate, build the data set, train, evaluate, install.
-# About 20 min of simulation and 30 min of training on 2 CPU cores (see README).
+# Three regimes: HRTEM (lattice fringes), medium magnification (mass-thickness contrast) and
+# survey images with dense monolayers. About 50 min of simulation and 45 min of training on
+# 2 CPU cores (see docs/training.md).
 WORK ?= runs/builtin
 NANOSEG := $(VENV)/bin/nanoseg
+SIM := --size 512 --workers 2
 builtin-model: $(STAMP)
-	$(NANOSEG) simulate $(WORK)/sim --n 1000 --size 512 --materials au,pd,cdse \
-		--pixel-size 0.02:0.05 --workers 2 --seed 0
+	$(NANOSEG) simulate $(WORK)/sim-hrtem --n 1000 --materials au,pd,cdse \
+		--pixel-size 0.02:0.05 --seed 0 $(SIM)
+	$(NANOSEG) simulate $(WORK)/sim-medium --n 480 --materials au,pd,pt,ag,cdse \
+		--pixel-size 0.06:0.3 --particle-size 2:10 --seed 11 $(SIM)
+	$(NANOSEG) simulate $(WORK)/sim-survey --n 320 --materials au,pd,pt,ag,cdse \
+		--pixel-size 0.3:1.0 --particle-size 4:10 --seed 12 $(SIM)
+	$(PY) scripts/combine_simulations.py $(WORK)/sim hrtem=$(WORK)/sim-hrtem \
+		medium=$(WORK)/sim-medium survey=$(WORK)/sim-survey
 	$(NANOSEG) dataset build --images $(WORK)/sim/images --labels $(WORK)/sim/labels \
 		--material-from $(WORK)/sim/metadata.csv --normalize percentile \
-		--out $(WORK)/data.h5 --overwrite
-	$(NANOSEG) train $(WORK)/data.h5 --out $(WORK)/train --preset default
+		--split 0.65,0.12,0.23 --out $(WORK)/data.h5 --overwrite
+	$(NANOSEG) train $(WORK)/data.h5 --out $(WORK)/train --preset builtin
 	$(NANOSEG) evaluate $(WORK)/train/best $(WORK)/data.h5 --split test --out $(WORK)/eval
 	$(PY) scripts/install_builtin_model.py $(WORK)/train/best $(WORK)/eval/metrics.json

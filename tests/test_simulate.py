@@ -202,3 +202,22 @@ def test_validate_returns_settings():
     assert settings.materials == ("au", "pd")
     with pytest.raises(SimulationError):
         validate(10, [], 512, (0.02, 0.05), (1.5, 10), 4, 2)
+
+
+def test_dense_monolayer_at_survey_magnification():
+    """Coarse pixels: a monolayer of many particles, darker than the film where labelled."""
+    from nanoseg.simulate.scene import SceneSettings, plan_scene, render_scene
+
+    optics.configure_abtem()
+    settings = SceneSettings(("au",), 128, (0.5, 0.5), (4.0, 5.0), variants=1)
+    scene = next(
+        s for s in (plan_scene(settings, k, 0) for k in range(20)) if len(s.placements) > 60
+    )
+    image, label, meta = render_scene(scene)[0]
+    assert meta["n_particles"] == len(scene.placements) > 60
+    assert label.mean() > 0.15
+    assert all(row["visible_px"] > 0 for row in meta["particles"])
+    # Mass-thickness contrast: the typical labelled pixel is darker than most of the film.
+    film = image[~label].astype(float)
+    assert np.median(image[label]) < np.median(film) - 1.0 * film.std()
+    assert optics.particle_sampling(scene.pixel_size * 10) == 0.14

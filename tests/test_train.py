@@ -123,3 +123,22 @@ def test_bad_inputs(data: Path, tmp_path: Path):
     build_dataset(raw / "images", raw / "labels", no_validation, tile=32, split=(1.0, 0.0, 0.0))
     with pytest.raises(DatasetError, match="no validation tile"):
         train(no_validation, tmp_path / "nv", make_config("default", **FAST))
+
+
+def test_fine_tuning_starts_from_the_bundled_model(data: Path, tmp_path: Path):
+    from nanoseg.segment import builtin_model_path
+
+    builtin, builtin_card = load_model(builtin_model_path())
+    # A vanishing learning rate: after training, the weights are still the bundled ones.
+    still = train(data, tmp_path / "still", make_config("default", **{**FAST, "epochs": 1,
+                  "lr": 1e-12, "init": "builtin"}))  # fmt: skip
+    model, _ = load_model(tmp_path / "still" / "best")
+    for (name, a), b in zip(builtin.named_parameters(), model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert still["training"]["init"].startswith("builtin")
+    assert builtin_card["weights_sha256"] in still["training"]["init"]
+    # A real fine-tuning run from there lowers the loss.
+    rows = []
+    train(data, tmp_path / "tuned", make_config("default", **{**FAST, "init": "builtin"}),
+          progress=rows.append)  # fmt: skip
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]

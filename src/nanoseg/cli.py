@@ -139,12 +139,16 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
-    """Simulate labelled HRTEM micrographs: multislice (abTEM), lens, dose noise and camera."""
+    """Simulate labelled TEM micrographs: multislice (abTEM), lens, dose noise and camera."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from nanoseg.simulate import parse_range
+    from nanoseg.simulate import parse_range, validate
     from nanoseg.simulate import simulate as run_simulation
 
+    pixel_range = parse_range(pixel_size, "--pixel-size")
+    particle_range = parse_range(particle_size, "--particle-size")
+    # Refuse an impossible request before the progress bar appears.
+    validate(n, materials.split(","), size, pixel_range, particle_range, variants, workers)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -158,8 +162,8 @@ def simulate(
             n,
             materials=materials.split(","),
             size=size,
-            pixel_size=parse_range(pixel_size, "--pixel-size"),
-            particle_size=parse_range(particle_size, "--particle-size"),
+            pixel_size=pixel_range,
+            particle_size=particle_range,
             variants=variants,
             seed=seed,
             workers=workers,
