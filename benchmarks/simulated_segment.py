@@ -3,10 +3,12 @@
 Usage::
 
     python benchmarks/simulated_segment.py --sim runs/builtin/sim --data runs/builtin/data.h5
-        [--model builtin] [--split test]
+        [--model builtin] [--split test] [--auto] [--by material|regime]
 
 Each micrograph of the data set's split (whole micrographs, not tiles) is segmented exactly as
-``nanoseg segment`` does, with the pixel size from its MRC header. Dice is pooled per material.
+``nanoseg segment`` does, with the pixel size from its MRC header (``--auto``: none, so the
+particle scale is estimated from the image). Dice is pooled per material (or per pixel-size
+regime with ``--by regime``: HRTEM <= 0.05 nm/px < medium <= 0.3 nm/px < survey).
 Sizes: every simulated particle that lies wholly inside the field (its centre at least one
 diameter from the edge) and touches no other particle is matched to the predicted particle
 that contains its centre; the relative error of the predicted equivalent diameter is taken
@@ -49,12 +51,24 @@ def isolated(particles: list[dict], field_nm: float) -> list[dict]:
     return keep
 
 
+def regime(pixel_size: float) -> str:
+    """HRTEM (fringes), medium magnification or survey, by pixel size in nm."""
+    return "hrtem" if pixel_size <= 0.05 else "medium" if pixel_size <= 0.3 else "survey"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sim", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--auto", action="store_true", help="give no pixel size: the scale is estimated"
+    )
+    parser.add_argument(
+        "--by", choices=("material", "regime"), default="material",
+        help="pool Dice per material or per pixel-size regime (HRTEM, medium, survey)",
+    )  # fmt: skip
     args = parser.parse_args()
     split = {"train": 0, "validation": 1, "test": 2}[args.split]
     with h5py.File(args.data, "r") as h5:
@@ -68,8 +82,8 @@ def main() -> None:
         meta = json.loads((args.sim / "metadata" / f"{stem}.json").read_text())
         mic = read_micrograph(args.sim / "images" / f"{stem}.mrc")
         truth = read_label_map(args.sim / "labels" / f"{stem}.png", shape=mic.shape)
-        result = segmenter(mic)
-        material = meta["material"]
+        result = segmenter(mic, pixel_size="auto") if args.auto else segmenter(mic)
+        material = meta["material"] if args.by == "material" else regime(mic.pixel_size)
         counts[material] += confusion(result.mask, truth)
         labels = measure.label(result.mask, connectivity=2)
         table = result.particles.set_index("id")
@@ -81,7 +95,8 @@ def main() -> None:
             if label == 0:
                 continue
             found[material][0] += 1
-            d = table.loc[label, "equivalent_diameter_nm"]
+            # Without a pixel size the table is in px: the known pixel size converts it.
+            d = 2 * math.sqrt(table.loc[label, "area_px"] / math.pi) * mic.pixel_size
             errors[material]["diameter"].append(abs(d - p["diameter_nm"]) / p["diameter_nm"])
             errors[material]["projected"].append(
                 abs(d - p["projected_diameter_nm"]) / p["projected_diameter_nm"]
@@ -103,7 +118,7 @@ def main() -> None:
         }
         s = summary[material]
         print(
-            f"{material:5s} Dice {dice:.4f}  particles matched {s['matched']}/"
+            f"{material:6s} Dice {dice:.4f}  particles matched {s['matched']}/"
             f"{s['isolated_particles']}  median size error "
             f"{s['median_rel_error_vs_diameter']}"
             f"  vs projected {s['median_rel_error_vs_projected']}"

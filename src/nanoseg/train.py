@@ -116,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "default": {"preset": "default"},
     # The bundled model: every magnification, so a wider zoom, and exported 8-bit files.
-    "builtin": {"preset": "builtin", "scale": (0.6, 1.6), "export": True, "epochs": 30},
+    "builtin": {"preset": "builtin", "scale": (0.6, 1.6), "export": True, "epochs": 20},
 }
 
 
@@ -238,7 +238,9 @@ def augment(
 def _stretch(x: torch.Tensor, tail: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample: the `tail` percentile, the span to the 1 - `tail` one, and x scaled to [0, 1]."""
     n = x.shape[0]
-    flat = x.reshape(n, -1)
+    # Percentiles of every 4th pixel along each axis: the same to a fraction of a percent, and
+    # a full-resolution torch.quantile would cost more than the rest of the augmentation.
+    flat = x[..., ::4, ::4].reshape(n, -1)
     low = flat.quantile(tail, dim=1).view(n, 1, 1, 1)
     span = (flat.quantile(1 - tail, dim=1).view(n, 1, 1, 1) - low).clamp_min(1e-6)
     return low, span, ((x - low) / span).clamp(0, 1)
