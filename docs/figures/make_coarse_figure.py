@@ -1,10 +1,10 @@
 """Figure for docs/simulation.md: the coarse particle multislice against the 0.07 A reference.
 
 One medium-magnification scene (Au, 0.2 nm/px) is rendered twice from the same plan and the
-same random numbers, without the camera: once with the particle multislice at the reference 0.07 A sampling, once
-at the sampling nanoseg uses for that pixel size (0.14 A). Shows both micrographs, their
-difference, radially averaged power spectra and a line profile through particles, and prints
-the relative error, the particle contrast and the render times.
+same random numbers, without the camera: once with the particle multislice at the reference
+0.07 A sampling, once at the sampling nanoseg uses for that pixel size (0.14 A). Shows both
+micrographs, their difference, radially averaged power spectra and a line profile through
+particles, and prints the relative error, the particle contrast and the render times.
 
     python docs/figures/make_coarse_figure.py   # about a minute on 2 cores
 """

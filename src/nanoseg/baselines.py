@@ -118,10 +118,7 @@ class ThresholdSegmenter:
         mic = as_micrograph(image)
         if not np.isfinite(mic.data).all():
             raise InvalidDataError("the image contains NaN or infinite values", mic.path)
-        if pixel_size == "auto":
-            size, source = None, "auto"
-        else:
-            size, source = resolve_pixel_size(mic, pixel_size, "sizes are given in px")  # type: ignore[arg-type]
+        size, source = resolve_pixel_size(mic, pixel_size, "sizes are given in px")
         sigma, estimate, scale_method = self._sigma(mic)
         background = self.background or 25 * sigma
         signal = threshold_map(mic.data, sigma=sigma, background=background, polarity=self.polarity)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from nanoseg.baselines import ThresholdSegmenter
+from nanoseg.bragg import BraggSegmenter
 from nanoseg.errors import NanosegError
 from nanoseg.io import READ_EXTENSIONS, check_output_dir, json_ready, write_csv, write_json
 from nanoseg.segment import BUILTIN, Segmenter, builtin_model_path, output_paths, write_outputs
@@ -55,7 +56,8 @@ class BatchOptions:
     tile: int = 1024
     overlap: int = 64
     threads: int = 0  # torch threads per task; 0 = leave torch's default
-    # method "unet" runs the model; "threshold" the classical baseline with the options below.
+    # method "unet" runs the model; "threshold" the classical baseline with the options below;
+    # "bragg" Bragg-peak filtering (nanoseg.bragg, its default settings).
     method: str = "unet"
     threshold_method: str = "otsu"
     sigma: float | str = 2.0  # px, or "auto"
@@ -117,9 +119,11 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 @lru_cache(maxsize=2)
-def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter:
+def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | BraggSegmenter:
     """The segmenter `options` describe, loaded once per process and kept (a Dask worker
     keeps it between tasks; a caller asking again gets the same object)."""
+    if options.method == "bragg":
+        return BraggSegmenter(min_area_nm2=options.min_area_nm2)
     if options.method == "threshold":
         return ThresholdSegmenter(
             options.threshold_method,

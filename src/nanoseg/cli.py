@@ -515,6 +515,80 @@ def import_keras_command(
     typer.echo(f"{weights}: {model.config.describe()} -> {folder}")
 
 
+@app.command("bragg")
+@_expected_errors
+def bragg_command(
+    inputs: BatchInputs,
+    out: BatchOut,
+    pixel_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Pixel size in nm for every input (default: each file's own): peaks are looked "
+            "for at lattice spacings of 0.15-0.5 nm; without one ('auto'), at periods of "
+            "2.2-25 px."
+        ),
+    ] = None,
+    min_area: MinAreaOption = None,
+    workers: WorkersOption = 1,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Bragg-peak filtering: particles where the lattice gives Fourier peaks; same outputs."""
+    from nanoseg.batch import BatchOptions
+
+    options = BatchOptions(method="bragg", pixel_size=pixel_size, min_area_nm2=min_area)
+    _run_batch(inputs, out, options, workers, scheduler)
+
+
+@app.command("explain")
+@_expected_errors
+def explain_command(
+    model: Annotated[str, typer.Argument(help="'builtin' or a model folder.")],
+    image: Annotated[Path, typer.Argument(help="Micrograph file.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs.")],
+    layers: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Layers to show (repeat or separate with commas) [default: encoder.0.conv, "
+            "decoder.0.concat: an early convolution and the first concatenation]."
+        ),
+    ] = None,
+    pixel_size: Annotated[
+        float | None, typer.Option(help="Pixel size in nm (default: the file's).")
+    ] = None,
+    crop: Annotated[int, typer.Option(help="Side of the centred crop explained, px.")] = 512,
+) -> None:
+    """Activation maps of U-Net layers and the probability map, one PNG each."""
+    from nanoseg.explain import explain
+
+    names = None if not layers else [n.strip() for item in layers for n in item.split(",")]
+    result = explain(model, image, out, layers=names, pixel_size=pixel_size, crop=crop)
+    typer.echo(f"{image}: {result['where']}")
+    for name, path in result["files"].items():
+        shape = result["shapes"].get(name)
+        what = f" ({shape[0]} maps of {shape[2]}x{shape[1]} px)" if shape else ""
+        typer.echo(f"{name}{what}: {path}")
+
+
+@app.command("experiment")
+@_expected_errors
+def experiment_command(
+    out: Annotated[Path, typer.Option(help="Folder for everything (a run there is continued).")],
+    quick: Annotated[
+        bool, typer.Option(help="Tiny settings that run in a few minutes (a smoke test).")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Simulation worker processes.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The paper's study on simulated data: Au, CdSe and Au+CdSe networks and Bragg filtering."""
+    from nanoseg.experiment import run_experiment
+
+    result = run_experiment(
+        out, quick=quick, workers=workers, seed=seed, progress=lambda line: typer.echo(line)
+    )
+    typer.echo(f"results: {result['files']['results_md']} and {result['files']['results_csv']}")
+    typer.echo(f"figures: {result['files']['confusion']}, {out / 'overlays'}")
+
+
 def main() -> None:
     """Entry point of the ``nanoseg`` command."""
     app(prog_name="nanoseg")

@@ -44,6 +44,7 @@ __all__ = [
     "DatasetError",
     "Pair",
     "build_dataset",
+    "combine_datasets",
     "dataset_summary",
     "format_summary",
     "normalize",
@@ -451,22 +452,7 @@ def build_dataset(
     # Pass 2: normalise, tile and append, into a temporary file renamed at the end.
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
-            data = h5.create_dataset(
-                "images",
-                (0, tile, tile),
-                maxshape=(None, tile, tile),
-                dtype=np.float32,
-                chunks=(1, tile, tile),
-                compression="lzf",
-            )
-            masks = h5.create_dataset(
-                "labels",
-                (0, tile, tile),
-                maxshape=(None, tile, tile),
-                dtype=np.uint8,
-                chunks=(1, tile, tile),
-                compression="lzf",
-            )
+            data, masks = _tile_datasets(h5, tile)
             tile_rows: list[tuple] = []
             source_rows: list[tuple] = []
             for done, pair in enumerate(pairs):
@@ -546,6 +532,22 @@ def build_dataset(
             summary = _summarise(h5)
             h5.attrs["summary"] = json.dumps(summary)
     return summary
+
+
+def _tile_datasets(h5: h5py.File, tile: int) -> tuple[h5py.Dataset, h5py.Dataset]:
+    """The file's ``images`` (float32) and ``labels`` (uint8) datasets: empty, growable, one
+    chunk per tile."""
+    return tuple(  # type: ignore[return-value]
+        h5.create_dataset(
+            name,
+            (0, tile, tile),
+            maxshape=(None, tile, tile),
+            dtype=dtype,
+            chunks=(1, tile, tile),
+            compression="lzf",
+        )
+        for name, dtype in (("images", np.float32), ("labels", np.uint8))
+    )
 
 
 def _check_options(
@@ -747,3 +749,96 @@ def _plain_attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# combining
+# --------------------------------------------------------------------------------------------
+
+
+def combine_datasets(
+    parts: Sequence[tuple[str | os.PathLike[str], dict[str, Sequence[int]]]],
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """A data set of chosen tiles of other data sets, each put in a chosen split.
+
+    For experiments that need training sets of a given size or mix (e.g. the same number of
+    training tiles from one material as from two). The files must share tile size, median
+    filter and normalisation (and, for ``dataset-max``, the maximum), so every tile is
+    preprocessed the same way.
+
+    Parameters
+    ----------
+    parts : sequence of (path-like, dict)
+        A data set file and, per split name (``train``, ``validation``, ``test``), the
+        positions of its tiles in that file (e.g. from :func:`split_indices`) to put in that
+        split of the new file.
+    out : path-like
+        HDF5 file to write (atomically); refused if it exists unless `overwrite`.
+    overwrite : bool
+
+    Returns
+    -------
+    dict
+        The new file's summary, as :func:`dataset_summary` returns it.
+
+    Raises
+    ------
+    DatasetError
+        A file that is not a data set, files preprocessed differently, an unknown split, a
+        position out of range, or no tile at all.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DatasetError("output file exists (use --overwrite to replace it)", out)
+    if not parts or not any(len(p) for _, picks in parts for p in picks.values()):
+        raise DatasetError("no tile chosen", out)
+    same = ("tile", "median", "normalize")
+    first: dict[str, Any] | None = None
+    first_attrs: dict[str, Any] = {}
+    for path, picks in parts:
+        dataset_summary(path)  # checks the file
+        unknown = set(picks) - set(SPLITS)
+        if unknown:
+            raise DatasetError(f"unknown split '{sorted(unknown)[0]}'", path)
+        with h5py.File(path, "r") as h5:
+            attrs = {k: _plain_attr(h5.attrs.get(k)) for k in (*same, "dataset_max")}
+            first_attrs = first_attrs or dict(h5.attrs)
+        first = first or attrs
+        differ = [k for k in same if attrs[k] != first[k]]
+        if attrs["normalize"] == "dataset-max" and attrs["dataset_max"] != first["dataset_max"]:
+            differ.append("dataset_max")
+        if differ:
+            raise DatasetError(f"preprocessed differently from the first file ({differ[0]})", path)
+    assert first is not None
+    tile = int(first["tile"])
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        images, labels = _tile_datasets(h5, tile)
+        tile_rows, source_rows = [], []
+        for path, picks in parts:
+            with h5py.File(path, "r") as src:
+                table, sources = src["tiles"][()], src["sources"][()]
+                for split, positions in picks.items():
+                    chosen = np.unique(np.asarray(positions, dtype=np.int64))
+                    if len(chosen) and not 0 <= chosen[0] <= chosen[-1] < len(table):
+                        raise DatasetError("tile position out of range", path)
+                    start = images.shape[0]
+                    for dataset, name in ((images, "images"), (labels, "labels")):
+                        dataset.resize(start + len(chosen), axis=0)
+                        dataset[start:] = src[name][chosen]
+                    rows = table[chosen].copy()
+                    rows["split"] = SPLITS.index(split)
+                    tile_rows.append(rows)
+                    used = sources[np.isin(sources["source"], rows["source"])].copy()
+                    used["split"] = SPLITS.index(split)
+                    source_rows.append(used)
+        h5.create_dataset("tiles", data=np.concatenate(tile_rows).astype(_TILE_DTYPE))
+        h5.create_dataset("sources", data=np.concatenate(source_rows).astype(_SOURCE_DTYPE))
+        first_attrs.pop("summary", None)
+        first_attrs["combined_from"] = json.dumps([str(Path(p).name) for p, _ in parts])
+        h5.attrs.update(first_attrs)
+        summary = _summarise(h5)
+        h5.attrs["summary"] = json.dumps(summary)
+    return summary

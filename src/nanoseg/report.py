@@ -11,9 +11,12 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "activation_figure",
     "confusion_figure",
+    "confusion_grid_figure",
     "overlay_figure",
     "overlay_image",
+    "probability_figure",
     "size_histogram_figure",
     "threshold_curve_figure",
     "to_display",
@@ -98,28 +101,151 @@ def confusion_figure(
     figure = _new_figure(2.6 * max(len(names), 1) + 0.6, 2.9)
     axes = figure.subplots(1, max(len(names), 1), squeeze=False)[0]
     image = None
-    classes = ["background", "particle"]
     for ax, name in zip(axes, names, strict=False):
-        rows = matrices[name]
-        values = np.array(
-            [[np.nan, np.nan] if row is None else [float(v) for v in row] for row in rows]
-        )
-        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
-        for r in range(2):
-            for c in range(2):
-                value = values[r, c]
-                text = "n/a" if np.isnan(value) else f"{value:.2f}"
-                colour = "white" if not np.isnan(value) and value > 0.6 else "black"
-                ax.text(c, r, text, ha="center", va="center", color=colour, fontsize=12)
-        ax.set_xticks([0, 1], classes)
-        ax.set_yticks([0, 1], classes, rotation=90, va="center")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(name)
+        image = _draw_confusion(ax, matrices[name], name)
     if image is not None:
         figure.colorbar(image, ax=list(axes), shrink=0.8, label="fraction of true class")
     if title:
         figure.suptitle(title)
+    return _save(figure, path)
+
+
+def _draw_confusion(ax: Any, rows: Sequence[Sequence[float] | None] | None, title: str) -> Any:
+    """One normalised 2x2 confusion matrix on `ax` (None: no data, drawn empty)."""
+    classes = ["background", "particle"]
+    values = np.full((2, 2), np.nan)
+    for r, row in enumerate(rows or [None, None]):
+        if row is not None:
+            values[r] = [float(v) for v in row]
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1)
+    for r in range(2):
+        for c in range(2):
+            value = values[r, c]
+            text = "n/a" if np.isnan(value) else f"{value:.2f}"
+            colour = "white" if not np.isnan(value) and value > 0.6 else "black"
+            ax.text(c, r, text, ha="center", va="center", color=colour, fontsize=12)
+    ax.set_xticks([0, 1], classes)
+    ax.set_yticks([0, 1], classes, rotation=90, va="center")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    return image
+
+
+def confusion_grid_figure(
+    grid: Mapping[str, Mapping[str, Sequence[Sequence[float] | None] | None]],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+) -> Path:
+    """Normalised confusion matrices in a grid: one row per method, one column per test set.
+
+    Parameters
+    ----------
+    grid : mapping of str to mapping of str to 2x2 nested sequence
+        Row name (a method) -> column name (a test set) -> matrix as in
+        :func:`confusion_figure`; a missing or None entry is drawn empty.
+    path : str or os.PathLike
+        PNG to write (atomically).
+    title : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    rows = list(grid)
+    columns = list(dict.fromkeys(c for row in grid.values() for c in row))
+    figure = _new_figure(2.6 * max(len(columns), 1) + 0.9, 2.6 * max(len(rows), 1) + 0.4)
+    axes = figure.subplots(max(len(rows), 1), max(len(columns), 1), squeeze=False)
+    image = None
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            image = _draw_confusion(axes[i, j], grid[row].get(column), f"{row} on {column}")
+    if image is not None:
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="fraction of true class")
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def activation_figure(
+    maps: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    cmap: str = "viridis",
+) -> Path:
+    """A grid of a layer's activation maps, each channel stretched on its own.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        float ``(channels, height, width)``.
+    path : str or os.PathLike
+        PNG to write (atomically).
+    title : str, optional
+    cmap : str
+        Matplotlib colour map.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    count = len(maps)
+    cols = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / cols))
+    panel = 1.6 if count > 16 else 2.4
+    figure = _new_figure(panel * cols + 0.2, panel * rows + 0.5)
+    axes = figure.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= count:
+            ax.axis("off")
+            continue
+        ax.imshow(to_display(maps[k], 1, 99), cmap=cmap, interpolation="nearest")
+        ax.set_title(f"{k}", fontsize=7, pad=2)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return _save(figure, path)
+
+
+def probability_figure(
+    image: np.ndarray,
+    probability: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+) -> Path:
+    """The network's input beside its particle probability map (with a colour bar).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float ``(height, width)``, shown stretched in grey.
+    probability : numpy.ndarray
+        float ``(height, width)`` in [0, 1].
+    path : str or os.PathLike
+        PNG to write (atomically).
+    title : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    figure = _new_figure(8.4, 4.3)
+    axes = figure.subplots(1, 2)
+    axes[0].imshow(to_display(image), cmap="gray", interpolation="nearest")
+    axes[0].set_title("input (preprocessed)", fontsize=9)
+    shown = axes[1].imshow(probability, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    axes[1].set_title("particle probability", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.colorbar(shown, ax=axes[1], shrink=0.8)
+    if title:
+        figure.suptitle(title, fontsize=9)
     return _save(figure, path)
 
 

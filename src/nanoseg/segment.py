@@ -162,16 +162,21 @@ def as_micrograph(image: str | os.PathLike[str] | np.ndarray | Micrograph) -> Mi
 
 
 def resolve_pixel_size(
-    mic: Micrograph, pixel_size: float | None, without: str
+    mic: Micrograph, pixel_size: float | str | None, without: str
 ) -> tuple[float | None, str]:
-    """The pixel size to use (nm) and where it came from: ``"given"``, ``"file"`` or
-    ``"unknown"``; warns (:class:`NoPixelSizeWarning`) with `without`, what happens then.
+    """The pixel size to use (nm) and where it came from: ``"given"``, ``"file"``,
+    ``"unknown"`` (warns, :class:`NoPixelSizeWarning`, with `without`: what happens then) or
+    ``"auto"`` (``pixel_size="auto"``: none, even if the file has one).
 
     Raises
     ------
     InvalidDataError
         A given pixel size that is not positive.
     """
+    if isinstance(pixel_size, str):
+        if pixel_size != "auto":
+            raise InvalidDataError(f"pixel size must be a number or 'auto', not '{pixel_size}'")
+        return None, "auto"
     if pixel_size is not None:
         if not pixel_size > 0:
             raise InvalidDataError(f"pixel size must be positive, not {pixel_size}", mic.path)
@@ -334,17 +339,11 @@ class Segmenter:
         SegmentResult
         """
         mic = as_micrograph(image)
-        auto = isinstance(pixel_size, str)
-        if auto and pixel_size != "auto":
-            raise InvalidDataError(f"pixel size must be a number or 'auto', not '{pixel_size}'")
-        if auto:
-            size, source = None, "auto"
-        else:
-            size, source = resolve_pixel_size(
-                mic,
-                pixel_size,  # type: ignore[arg-type]
-                "particle scale estimated from the image, sizes in px (give --pixel-size for nm)",
-            )
+        size, source = resolve_pixel_size(
+            mic,
+            pixel_size,
+            "particle scale estimated from the image, sizes in px (give --pixel-size for nm)",
+        )
         try:
             if size is None:
                 probability, factor, estimate, method = self.auto_scale(mic.data)
