@@ -1,8 +1,8 @@
 """Merge several ``nanoseg simulate`` folders into one that ``dataset build`` reads unchanged.
 
-Each run numbers its micrographs and scenes from 0, so the merged folder links every file under
-a new stem (``<run>_<stem>``) and writes one ``metadata.csv`` whose ``scene`` column stays unique
-(``<run>-<scene>``): a dataset then still keeps each scene in a single split. Files are linked,
+Each run numbers its micrographs and scenes from 0, so the merged folder links every file
+under a new stem (``<run>_<stem>``, metadata JSON included) and writes one ``metadata.csv``
+whose ``scene`` column stays unique (``<run>-<scene>``): a dataset then still keeps each scene in a single split. Files are linked,
 not copied.
 
     python scripts/combine_simulations.py OUT hrtem=runs/sim-hrtem medium=runs/sim-medium ...
@@ -21,7 +21,7 @@ from nanoseg.io import write_csv
 def combine(out: Path, runs: dict[str, Path]) -> Path:
     """Link the runs' images and labels into `out` and write `out`/metadata.csv."""
     csv.field_size_limit(2**31 - 1)
-    for sub in ("images", "labels"):
+    for sub in ("images", "labels", "metadata"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rows = []
     for name, folder in runs.items():
@@ -34,6 +34,12 @@ def combine(out: Path, runs: dict[str, Path]) -> Path:
                     if not link.exists():
                         os.symlink(source.resolve(), link)
                     row[key] = str(target)
+                stem = Path(row["file"]).stem
+                link = out / "metadata" / f"{stem}.json"
+                if not link.exists():  # per-micrograph records, for the benchmarks
+                    os.symlink(
+                        (folder / "metadata" / f"{stem[len(name) + 1 :]}.json").resolve(), link
+                    )
                 row["scene"] = f"{name}-{row['scene']}"
                 row["run"] = name
                 rows.append(row)
