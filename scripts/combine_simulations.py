@@ -2,8 +2,8 @@
 
 Each run numbers its micrographs and scenes from 0, so the merged folder links every file
 under a new stem (``<run>_<stem>``, metadata JSON included) and writes one ``metadata.csv``
-whose ``scene`` column stays unique (``<run>-<scene>``): a dataset then still keeps each scene in a single split. Files are linked,
-not copied.
+whose ``scene`` column stays unique (``<run>-<scene>``): a data set then still keeps each
+scene in a single split. Files are linked, not copied.
 
     python scripts/combine_simulations.py OUT hrtem=runs/sim-hrtem medium=runs/sim-medium ...
 """
