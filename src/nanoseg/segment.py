@@ -402,7 +402,13 @@ class Segmenter:
             if not _touches_border(r.bbox, image.shape)
         ]
         if len(regions) >= 3:
-            diameter: float | None = float(np.median([r.equivalent_diameter_area for r in regions]))
+            # Area-weighted median: the particles' pixels decide, not a crowd of small specks.
+            sizes = np.array([r.equivalent_diameter_area for r in regions])
+            weights = np.array([r.area for r in regions], dtype=float)
+            order = np.argsort(sizes)
+            cumulative = np.cumsum(weights[order])
+            median = order[np.searchsorted(cumulative, cumulative[-1] / 2)]
+            diameter: float | None = float(sizes[median]) / preview
             method = "network detections"
         else:
             try:

@@ -70,6 +70,7 @@ class TrainConfig:
     mirror: bool = True
     scale: tuple[float, float] | None = (0.8, 1.25)
     intensity: bool = True  # contrast, gamma, blur and noise
+    blur: tuple[float, float] = (1.5, 0.3)  # largest Gaussian blur sigma (px), share blurred
     export: bool = False  # also strong gamma and 8-bit-like quantisation, as in PNG/TIFF exports
     widths: tuple[int, ...] = (4, 8, 16, 32)
     norm: str = "batch"
@@ -90,7 +91,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`."""
         values = dict(data)
-        for key in ("scale", "widths"):
+        for key in ("scale", "widths", "blur"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -115,7 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "intensity": False,
     },
     "default": {"preset": "default"},
-    # The bundled model: every magnification, so a wider zoom, and exported 8-bit files.
+    # The bundled model: every magnification, so a wider zoom, and exported 8-bit files. (More
+    # blur, sigma up to 3 px on half the samples, did not help on real-dev: docs/training.md.)
     "builtin": {"preset": "builtin", "scale": (0.6, 1.6), "export": True, "epochs": 20},
 }
 
@@ -229,7 +231,7 @@ def augment(
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="reflection", align_corners=False)
     if config.intensity:
-        x = _intensity(x, rng)
+        x = _intensity(x, rng, config.blur)
     if config.export:
         x = _export(x, rng)
     return x.contiguous(), y[:, 0].round().long()
@@ -246,14 +248,16 @@ def _stretch(x: torch.Tensor, tail: float) -> tuple[torch.Tensor, torch.Tensor, 
     return low, span, ((x - low) / span).clamp(0, 1)
 
 
-def _intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def _intensity(
+    x: torch.Tensor, rng: np.random.Generator, blur: tuple[float, float] = (1.5, 0.3)
+) -> torch.Tensor:
     """Contrast and gamma, blur, and noise, each drawn per sample."""
     n = x.shape[0]
     low, span, unit = _stretch(x, 0.005)
     gamma = torch.from_numpy(np.exp(rng.uniform(-0.4, 0.4, n))).float().view(n, 1, 1, 1)
     contrast = torch.from_numpy(rng.uniform(0.7, 1.3, n)).float().view(n, 1, 1, 1)
     x = low + span * contrast * (unit**gamma - 0.5) + span * 0.5
-    sigma = rng.uniform(0, 1.5, n) * (rng.random(n) < 0.3)
+    sigma = rng.uniform(0, blur[0], n) * (rng.random(n) < blur[1])
     if sigma.any():
         x = torch.stack([_blur(x[i], float(s)) if s > 0.2 else x[i] for i, s in enumerate(sigma)])
     noise = torch.from_numpy(rng.uniform(0, 0.15, n)).float().view(n, 1, 1, 1)
@@ -484,7 +488,7 @@ def _card_base(
     with h5py.File(data, "r") as h5:
         attrs = dict(h5.attrs)
         sizes = h5["tiles"]["pixel_size_nm"][()][tiles.index]
-        diameters = _particle_diameters(h5["labels"], np.sort(tiles.index))
+        diameters = tile_particle_sizes(h5["labels"], np.sort(tiles.index))
     finite = sizes[np.isfinite(sizes)]
     zoom = config.scale or (1.0, 1.0)
     return {
@@ -498,16 +502,8 @@ def _card_base(
         },
         "pixel_size_nm": float(np.median(finite)) if len(finite) else None,
         "pixel_size_range_nm": [float(finite.min()), float(finite.max())] if len(finite) else None,
-        # Diameters (px) of the middle 90 % of training particles, times the zoom augmentation:
-        # without a pixel size, images are resampled to bring their particles into this range.
-        "particle_px_range": (
-            [
-                round(float(np.percentile(diameters, 5) * zoom[0]), 2),
-                round(float(np.percentile(diameters, 95) * zoom[1]), 2),
-            ]
-            if len(diameters)
-            else None
-        ),
+        # Without a pixel size, images are resampled to bring their particles into this range.
+        "particle_px_range": particle_px_range(diameters, zoom),
         "preprocessing": {
             "median": int(attrs.get("median", 3)),
             "normalize": str(attrs.get("normalize", "dataset-max")),
@@ -517,18 +513,44 @@ def _card_base(
     }
 
 
-def _particle_diameters(labels: h5py.Dataset, index: np.ndarray) -> np.ndarray:
-    """Equivalent diameters (px) of the labelled particles clear of the tile border."""
+def tile_particle_sizes(labels: h5py.Dataset, index: np.ndarray) -> np.ndarray:
+    """Per tile, the median equivalent diameter (px) of its labelled particles clear of the
+    tile border; tiles without such particles are left out.
+
+    Per tile rather than per particle, so that a dense monolayer's thousands of particles do not
+    outweigh an HRTEM tile's few.
+    """
     from skimage.measure import label, regionprops
 
     out = []
     for start in range(0, len(index), 64):
         for tile in labels[index[start : start + 64]]:
-            for region in regionprops(label(tile > 0)):
-                r0, c0, r1, c1 = region.bbox
-                if r0 > 0 and c0 > 0 and r1 < tile.shape[0] and c1 < tile.shape[1]:
-                    out.append(region.equivalent_diameter_area)
+            sizes = [
+                region.equivalent_diameter_area
+                for region in regionprops(label(tile > 0))
+                if region.bbox[0] > 0
+                and region.bbox[1] > 0
+                and region.bbox[2] < tile.shape[0]
+                and region.bbox[3] < tile.shape[1]
+            ]
+            if sizes:
+                out.append(float(np.median(sizes)))
     return np.asarray(out, dtype=float)
+
+
+def particle_px_range(sizes: np.ndarray, zoom: tuple[float, float]) -> list[float] | None:
+    """The particle diameters (px) a model is trusted on without a pixel size.
+
+    From the lower quartile of the training tiles' median particle diameters (fewer tiles show
+    smaller particles; bringing those up to the bulk makes results agree across zooms) to
+    their 95th percentile times the largest zoom augmentation.
+    """
+    if not len(sizes):
+        return None
+    return [
+        round(float(np.percentile(sizes, 25)), 2),
+        round(float(np.percentile(sizes, 95) * zoom[1]), 2),
+    ]
 
 
 def _checkpoint(out, model, optimizer, scheduler, state, history, card_base) -> None:
