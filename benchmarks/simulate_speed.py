@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--pixel-size", default="0.02:0.05")
     parser.add_argument("--materials", default="au,pd,cdse")
-    parser.add_argument("--variants", type=int, default=8)
+    parser.add_argument("--variants", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nanoseg-bench-sim"))

@@ -135,7 +135,7 @@ def simulate(
     ] = "1.5:10",
     variants: Annotated[
         int, typer.Option(help="Micrographs recorded per simulated scene (lens, dose, camera).")
-    ] = 8,
+    ] = 10,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:

@@ -196,7 +196,7 @@ def simulate(
     size: int = 1024,
     pixel_size: tuple[float, float] = (0.02, 0.05),
     particle_size: tuple[float, float] = (1.5, 10.0),
-    variants: int = 8,
+    variants: int = 10,
     seed: int = 0,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,

@@ -43,7 +43,7 @@ class SceneSettings:
     size: int
     pixel_size: tuple[float, float]
     particle_size: tuple[float, float] = (1.5, 10.0)
-    variants: int = 8
+    variants: int = 10
 
 
 @dataclass
