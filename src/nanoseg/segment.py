@@ -408,7 +408,7 @@ class Segmenter:
             order = np.argsort(sizes)
             cumulative = np.cumsum(weights[order])
             median = order[np.searchsorted(cumulative, cumulative[-1] / 2)]
-            diameter: float | None = float(sizes[median]) / preview
+            diameter: float | None = float(sizes[median])  # the map is at the image's size
             method = "network detections"
         else:
             try:
