@@ -23,22 +23,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from skimage.measure import label, regionprops
 
 from nanoseg.errors import InvalidDataError
 from nanoseg.io import read_label_map, read_micrograph
+from nanoseg.measure import interior_diameters
 from nanoseg.scale import estimate_scale
 from nanoseg.segment import Segmenter
 
 
 def mask_diameter(mask: np.ndarray) -> float:
-    shape = mask.shape
-    sizes = [
-        r.equivalent_diameter_area
-        for r in regionprops(label(mask))
-        if r.bbox[0] > 0 and r.bbox[1] > 0 and r.bbox[2] < shape[0] and r.bbox[3] < shape[1]
-    ]
-    return float(np.median(sizes)) if sizes else float("nan")
+    sizes = interior_diameters(mask)
+    return float(np.median(sizes)) if len(sizes) else float("nan")
 
 
 def estimates(segmenter: Segmenter, image: np.ndarray) -> dict[str, float]:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from skimage.measure import label, regionprops
 from skimage.transform import downscale_local_mean
 from typer.testing import CliRunner
 
@@ -16,6 +15,7 @@ from nanoseg import Segmenter
 from nanoseg.cli import app
 from nanoseg.errors import InvalidDataError
 from nanoseg.io import read_label_map, read_micrograph, write_mrc
+from nanoseg.measure import interior_diameters
 from nanoseg.scale import estimate_scale
 
 runner = CliRunner()
@@ -30,13 +30,7 @@ def _example() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _median_diameter(mask: np.ndarray) -> float:
-    shape = mask.shape
-    sizes = [
-        r.equivalent_diameter_area
-        for r in regionprops(label(mask))
-        if r.bbox[0] > 0 and r.bbox[1] > 0 and r.bbox[2] < shape[0] and r.bbox[3] < shape[1]
-    ]
-    return float(np.median(sizes))
+    return float(np.median(interior_diameters(mask)))
 
 
 @pytest.fixture(scope="module")

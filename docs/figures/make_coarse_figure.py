@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from make_simulation_figures import frequency_grid, radial_profile
 
 from nanoseg.simulate import optics
 from nanoseg.simulate import scene as scene_module
@@ -29,13 +30,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def radial_psd(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    data = image - image.mean()
-    power = np.abs(np.fft.fftshift(np.fft.fft2(data))) ** 2
+    """Ring-averaged periodogram (rings 1 Fourier px wide), frequencies in cycles per px."""
+    power = np.abs(np.fft.fftshift(np.fft.fft2(image - image.mean()))) ** 2
     n = image.shape[0]
-    yy, xx = np.indices(power.shape) - n // 2
-    radius = np.hypot(yy, xx).astype(int)
-    profile = np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
-    return np.arange(n // 2) / n, profile[: n // 2]
+    return radial_profile(power, frequency_grid(power.shape), np.arange(n // 2 + 1) / n)
 
 
 def render(settings: SceneSettings, coarse: bool) -> tuple[np.ndarray, np.ndarray, float]:

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import ndimage
 from skimage import measure, morphology
 
-__all__ = ["PARTICLE_COLUMNS", "clean_mask", "measure_particles"]
+__all__ = ["PARTICLE_COLUMNS", "clean_mask", "interior_diameters", "measure_particles"]
 
 #: Columns of a particle table, with their units.
 PARTICLE_COLUMNS: dict[str, str] = {
@@ -56,6 +56,33 @@ def clean_mask(mask: np.ndarray, min_area_px: float = 0) -> np.ndarray:
     size = math.ceil(min_area_px)
     mask = morphology.remove_small_objects(mask, max_size=size - 1, connectivity=2)
     return morphology.remove_small_holes(mask, max_size=size - 1)
+
+
+def interior_diameters(mask: np.ndarray) -> np.ndarray:
+    """Equivalent diameters of the particles that do not touch the image border.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool ``(height, width)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float ``(n,)``, px, in label order.
+    """
+    rows, cols = np.shape(mask)
+    return np.asarray(
+        [
+            region.equivalent_diameter_area
+            for region in measure.regionprops(measure.label(np.asarray(mask, dtype=bool)))
+            if region.bbox[0] > 0
+            and region.bbox[1] > 0
+            and region.bbox[2] < rows
+            and region.bbox[3] < cols
+        ],
+        dtype=float,
+    )
 
 
 def _convex_area(image: np.ndarray) -> float:

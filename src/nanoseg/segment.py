@@ -29,7 +29,7 @@ from nanoseg.io import (
     write_png,
     write_tiff,
 )
-from nanoseg.measure import PARTICLE_COLUMNS, clean_mask, measure_particles
+from nanoseg.measure import PARTICLE_COLUMNS, clean_mask, interior_diameters, measure_particles
 from nanoseg.model import UNet, fuse_for_inference, load_model
 from nanoseg.predict import TTA_MODES, model_scale, predict_image, preprocess
 
@@ -390,21 +390,14 @@ class Segmenter:
         method : str
             How the scale was estimated.
         """
-        from skimage.measure import label, regionprops
-
         from nanoseg.scale import estimate_scale
 
         preview = min(1.0, PREVIEW_SIDE / max(image.shape))
         probability, _ = self._probability(image, preview)
-        regions = [
-            r
-            for r in regionprops(label(clean_mask(probability > self.threshold, 4)))
-            if not _touches_border(r.bbox, image.shape)
-        ]
-        if len(regions) >= 3:
+        sizes = interior_diameters(clean_mask(probability > self.threshold, 4))
+        if len(sizes) >= 3:
             # Area-weighted median: the particles' pixels decide, not a crowd of small specks.
-            sizes = np.array([r.equivalent_diameter_area for r in regions])
-            weights = np.array([r.area for r in regions], dtype=float)
+            weights = sizes**2  # proportional to the area, by the equivalent diameter's definition
             order = np.argsort(sizes)
             cumulative = np.cumsum(weights[order])
             median = order[np.searchsorted(cumulative, cumulative[-1] / 2)]
@@ -447,11 +440,6 @@ class Segmenter:
 # --------------------------------------------------------------------------------------------
 # writing one micrograph's outputs
 # --------------------------------------------------------------------------------------------
-
-
-def _touches_border(bbox: tuple[int, ...], shape: tuple[int, ...]) -> bool:
-    r0, c0, r1, c1 = bbox
-    return r0 == 0 or c0 == 0 or r1 == shape[0] or c1 == shape[1]
 
 
 def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:

@@ -520,20 +520,13 @@ def tile_particle_sizes(labels: h5py.Dataset, index: np.ndarray) -> np.ndarray:
     Per tile rather than per particle, so that a dense monolayer's thousands of particles do not
     outweigh an HRTEM tile's few.
     """
-    from skimage.measure import label, regionprops
+    from nanoseg.measure import interior_diameters
 
     out = []
     for start in range(0, len(index), 64):
         for tile in labels[index[start : start + 64]]:
-            sizes = [
-                region.equivalent_diameter_area
-                for region in regionprops(label(tile > 0))
-                if region.bbox[0] > 0
-                and region.bbox[1] > 0
-                and region.bbox[2] < tile.shape[0]
-                and region.bbox[3] < tile.shape[1]
-            ]
-            if sizes:
+            sizes = interior_diameters(tile > 0)
+            if len(sizes):
                 out.append(float(np.median(sizes)))
     return np.asarray(out, dtype=float)
 
