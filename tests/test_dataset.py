@@ -248,3 +248,19 @@ def test_info_refuses_other_files(tmp_path: Path):
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(DatasetError, match="not an HDF5 file"):
         dataset_summary(tmp_path / "text.h5")
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "size"),
+    [((1, 1), np.float32, 3), ((1, 9), np.float32, 3), ((130, 67), np.float32, 3),
+     ((70, 5), np.uint16, 3), ((40, 50), np.float64, 5)],
+)  # fmt: skip
+def test_median_filter_equals_scipy(shape: tuple[int, int], dtype: type, size: int) -> None:
+    from nanoseg.dataset import median_filter
+
+    # Few distinct values: many ties, the case a sorting shortcut gets wrong first.
+    image = np.random.default_rng(1).integers(0, 6, size=shape).astype(dtype)
+    expected = ndimage.median_filter(image, size=size, mode="reflect")
+    result = median_filter(image, size)
+    assert result.dtype == image.dtype
+    np.testing.assert_array_equal(result, expected)

@@ -130,6 +130,24 @@ def test_measure_discs_in_nm() -> None:
     assert by_x.loc[0, "area_nm2"] == pytest.approx(by_x.loc[0, "area_px"] * 0.25)
 
 
+def test_measured_shapes_match_scikit_image() -> None:
+    from skimage import draw, measure
+
+    mask = np.zeros((120, 160), bool)
+    for (r, c, a, b, angle) in [(30, 40, 12, 5, 0.4), (80, 110, 20, 9, 2.0), (90, 30, 3, 3, 0)]:
+        mask[draw.ellipse(r, c, a, b, rotation=angle, shape=mask.shape)] = True
+    mask[10:12, 100:130] = True  # a thin bar
+    table = measure_particles(mask, pixel_size=1.0).set_index("id")
+    for region in measure.regionprops(measure.label(mask, connectivity=2)):
+        row = table.loc[region.label]
+        assert row["major_axis_nm"] == pytest.approx(region.axis_major_length)
+        assert row["minor_axis_nm"] == pytest.approx(region.axis_minor_length)
+        assert row["eccentricity"] == pytest.approx(region.eccentricity)
+        # Solidity against the hull of the pixel squares, at least the filled area.
+        assert region.area / region.area_convex - 0.15 < row["solidity"] <= 1
+    assert table["solidity"].min() > 0.85  # convex shapes
+
+
 def test_measure_without_pixel_size_and_empty_mask() -> None:
     table = measure_particles(_discs((50, 50), [(25, 25)], [8]))
     assert math.isnan(table.loc[0, "equivalent_diameter_nm"]) and table.loc[0, "area_px"] > 190
@@ -348,3 +366,28 @@ def test_bundled_model_on_real_hrtem_tiles() -> None:
             result = seg(mic)
         counts += confusion(result.mask, read_label_map(SHARED / "masks" / path.name))
     assert scores(counts)["dice"] > 0.8  # measured 0.826 (benchmarks/realdev_segment.py)
+
+
+# ------------------------------------------------------------------------------- precision
+
+
+def test_bfloat16_and_float32_give_the_same_particles() -> None:
+    from nanoseg.demo import example_path
+
+    maps = {p: Segmenter.load(precision=p)(example_path()) for p in ("float32", "bfloat16")}
+    single, half = maps["float32"], maps["bfloat16"]
+    assert half.probability.dtype == np.float32
+    assert np.abs(half.probability - single.probability).max() < 0.1
+    overlap = np.logical_and(half.mask, single.mask).sum()
+    assert 2 * overlap / (half.mask.sum() + single.mask.sum()) > 0.99
+    assert abs(len(half.particles) - len(single.particles)) <= 1
+
+
+def test_precision_is_checked_and_recorded(model_dir: Path) -> None:
+    from nanoseg.errors import NanosegError
+    from nanoseg.segment import resolve_precision
+
+    assert resolve_precision("auto") in ("float32", "bfloat16")
+    assert Segmenter.load(model_dir, precision="float32").settings["precision"] == "float32"
+    with pytest.raises(NanosegError, match="--precision must be one of"):
+        Segmenter.load(model_dir, precision="half")

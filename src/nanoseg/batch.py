@@ -55,6 +55,7 @@ class BatchOptions:
     min_area_nm2: float | None = None
     tile: int = 1024
     overlap: int = 64
+    precision: str = "auto"  # network arithmetic: auto, float32 or bfloat16
     threads: int = 0  # torch threads per task; 0 = leave torch's default
     # method "unet" runs the model; "threshold" the classical baseline with the options below;
     # "bragg" Bragg-peak filtering (nanoseg.bragg, its default settings).
@@ -143,6 +144,7 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
         min_area_nm2=options.min_area_nm2,
         tile=options.tile,
         overlap=options.overlap,
+        precision=options.precision,
     )
 
 

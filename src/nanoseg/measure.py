@@ -89,19 +89,38 @@ def _convex_area(image: np.ndarray) -> float:
     """Area (px^2) of the convex hull of the pixel squares of a region's bool `image`.
 
     scikit-image's ``solidity`` rasterises the hull, which took 2 of the 3 s needed to measure
-    a 4096^2 micrograph; the hull of the edge pixels' corners gives the area directly.
+    a 4096^2 micrograph. The hull of a set of pixel squares is the hull of the outer corners of
+    each row's leftmost and rightmost pixel, so only those (at most 4 per row) go to Qhull.
     """
     from scipy.spatial import ConvexHull, QhullError
 
-    edge = image & ~ndimage.binary_erosion(image)
-    corners = (np.argwhere(edge)[:, None, :] + _CORNERS).reshape(-1, 2)
+    filled = image.any(axis=1)
+    rows = np.flatnonzero(filled).astype(float)
+    left = np.argmax(image[filled], axis=1).astype(float)
+    right = image.shape[1] - np.argmax(image[filled][:, ::-1], axis=1).astype(float)
+    corners = np.concatenate(
+        [np.stack([rows + dr, col], axis=1) for dr in (0, 1) for col in (left, right)]
+    )
     try:
         return float(ConvexHull(corners).volume)  # a 2-D hull's "volume" is its area
-    except QhullError:
+    except QhullError:  # all corners on one line: a single row or column of pixels
         return float(image.sum())
 
 
-_CORNERS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+def _ellipse(image: np.ndarray) -> tuple[float, float, float]:
+    """Major and minor axis (px) and eccentricity of the ellipse with the same second moments.
+
+    The values of scikit-image's ``axis_major_length``, ``axis_minor_length`` and
+    ``eccentricity`` (a test checks they agree), from the pixel coordinates' covariance:
+    its general n-D moments cost ~1 ms per particle, this ~20 us.
+    """
+    ys, xs = np.nonzero(image)
+    dy, dx = ys - ys.mean(), xs - xs.mean()
+    syy, sxx, sxy = float(np.mean(dy * dy)), float(np.mean(dx * dx)), float(np.mean(dx * dy))
+    half_sum, root = (syy + sxx) / 2, math.hypot((syy - sxx) / 2, sxy)
+    large, small = half_sum + root, max(half_sum - root, 0.0)
+    eccentricity = math.sqrt(1 - small / large) if large > 0 else 0.0
+    return 4 * math.sqrt(large), 4 * math.sqrt(small), eccentricity
 
 
 def measure_particles(
@@ -137,6 +156,7 @@ def measure_particles(
         y, x = p.centroid
         r0, c0, r1, c1 = p.bbox
         perimeter = p.perimeter_crofton
+        major, minor, eccentricity = _ellipse(p.image)
         rows.append(
             {
                 "id": p.label,
@@ -147,9 +167,9 @@ def measure_particles(
                 "area_px": int(p.area),
                 "area_nm2": p.area * nm**2,
                 "equivalent_diameter_nm": p.equivalent_diameter_area * nm,
-                "major_axis_nm": p.axis_major_length * nm,
-                "minor_axis_nm": p.axis_minor_length * nm,
-                "eccentricity": p.eccentricity,
+                "major_axis_nm": major * nm,
+                "minor_axis_nm": minor * nm,
+                "eccentricity": eccentricity,
                 "circularity": min(1.0, 4 * math.pi * p.area / perimeter**2) if perimeter else 1.0,
                 "solidity": min(1.0, p.area / _convex_area(p.image)),
                 "mean_probability": float("nan") if probability is None else p.intensity_mean,

@@ -17,9 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from nanoseg.dataset import normalize, tile_origins
+from nanoseg.dataset import median_filter, normalize, tile_origins
 from nanoseg.errors import InvalidDataError
 from nanoseg.model import UNet
 
@@ -239,8 +238,7 @@ def preprocess(image: np.ndarray, card: Mapping[str, Any]) -> np.ndarray:
     median = int(prep.get("median", 3))
     mode = str(prep.get("normalize", "image-max"))
     scale = prep.get("dataset_max")
-    if median > 1:
-        image = ndimage.median_filter(image, size=median, mode="reflect")
+    image = median_filter(image, median)
     if mode == "dataset-max" and (scale is None or not math.isfinite(scale)):
         mode = "image-max"
     return normalize(image.astype(np.float32, copy=False), mode, scale=scale)[0]  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ __all__ = [
     "output_paths",
     "particle_result",
     "resolve_pixel_size",
+    "resolve_precision",
     "write_outputs",
 ]
 
@@ -53,6 +54,31 @@ MIN_AREA_PX_UNKNOWN_SCALE = 12
 DEFAULT_PARTICLE_PX_RANGE = (12.0, 400.0)
 #: Without a pixel size, the first network pass sees the image at most this wide (px).
 PREVIEW_SIDE = 2048
+#: Arithmetic of the network at inference: "auto" picks bfloat16 where the CPU computes it
+#: natively (AVX512-BF16 or AMX), else float32.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str) -> str:
+    """The arithmetic ``"auto"`` stands for on this machine.
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "bfloat16"}
+
+    Returns
+    -------
+    str
+        ``"float32"`` or ``"bfloat16"``. ``"auto"`` gives bfloat16 only where oneDNN runs it
+        natively: there this network is 2-3x faster and its probabilities differ from float32
+        by a few hundredths at most; elsewhere bfloat16 is emulated and slower.
+    """
+    if precision not in PRECISIONS:
+        raise NanosegError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+    if precision != "auto":
+        return precision
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bfloat16" if native else "float32"
 
 
 class NoPixelSizeWarning(UserWarning):
@@ -252,6 +278,9 @@ class Segmenter:
         1 nm^2, or :data:`MIN_AREA_PX_UNKNOWN_SCALE` px when the pixel size is unknown.
     tile, overlap : int
         Tiling of large micrographs (see :func:`nanoseg.predict.predict_image`).
+    precision : {"auto", "float32", "bfloat16"}
+        Arithmetic of the network (see :func:`resolve_precision`); the resolved value is in
+        :attr:`settings` and so in each batch run's log.
 
     Examples
     --------
@@ -271,6 +300,7 @@ class Segmenter:
         min_area_nm2: float | None = None,
         tile: int = 1024,
         overlap: int = 64,
+        precision: str = "auto",
     ) -> None:
         if tta not in TTA_MODES:
             raise NanosegError(f"--tta must be one of {', '.join(TTA_MODES)}, not '{tta}'")
@@ -281,8 +311,11 @@ class Segmenter:
         if overlap < 0 or 2 * overlap >= tile:
             raise NanosegError(f"overlap {overlap} must be less than half the tile ({tile})")
         self.model = model.eval()
+        self.precision = resolve_precision(precision)
         # The same maps with fewer memory passes: BatchNorm folded, channels-last layout.
-        self._fast = fuse_for_inference(model).to(memory_format=torch.channels_last)
+        self._fast = fuse_for_inference(model).to(
+            dtype=getattr(torch, self.precision), memory_format=torch.channels_last
+        )
         self.card = card
         self.tta = tta
         self.threshold = float(card.get("threshold") or 0.5) if threshold is None else threshold
@@ -315,6 +348,7 @@ class Segmenter:
             "min_area_nm2": self.min_area_nm2,
             "tile": self.tile,
             "overlap": self.overlap,
+            "precision": self.precision,
         }
 
     def __call__(

@@ -347,7 +347,9 @@ class UNet(nn.Module):
         param = next(self.parameters())
         tensor = torch.as_tensor(x, dtype=param.dtype, device=param.device)
         with _eval_mode(self), torch.no_grad():
-            proba = torch.softmax(self(tensor), dim=1)[:, 1]
+            # softmax in float32 even for a bfloat16 network: probabilities near 0 and 1 keep
+            # their resolution.
+            proba = torch.softmax(self(tensor).float(), dim=1)[:, 1]
         return proba.cpu().numpy() if as_numpy else proba
 
     # ---------------------------------------------------------------- layers and activations
