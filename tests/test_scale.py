@@ -49,35 +49,50 @@ def test_scale_estimate_within_1_5x(segmenter: Segmenter, factor: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def zoomed(segmenter: Segmenter) -> dict[int, tuple[int, float]]:
-    """Particle count and median diameter (px of the native image) at x1, x2 and x4 down."""
+def zoomed(segmenter: Segmenter) -> dict[int, pd.DataFrame]:
+    """Particles found at x1, x2 and x4 down, with diameters and centroids in native px."""
     image, _ = _example()
     results = {}
     for factor in (1, 2, 4):
         small = downscale_local_mean(image, factor).astype(np.float32)
-        result = segmenter(small, pixel_size="auto")
-        interior = result.particles[~result.particles["touches_border"]]
-        diameters = 2 * np.sqrt(interior["area_px"].to_numpy(float) / np.pi) * factor
-        results[factor] = (len(result.particles), float(np.median(diameters)))
+        table = segmenter(small, pixel_size="auto").particles
+        results[factor] = table.assign(
+            d=2 * np.sqrt(table["area_px"] / np.pi) * factor,
+            x=table["centroid_x_px"] * factor,
+            y=table["centroid_y_px"] * factor,
+        )
     return results
 
 
-def test_native_and_downsampled_counts_agree(zoomed: dict[int, tuple[int, float]]) -> None:
+def test_native_and_downsampled_counts_agree(zoomed: dict[int, pd.DataFrame]) -> None:
     """Particle counts within 10 % (or one particle) across x1, x2, x4."""
-    count = zoomed[1][0]
+    count = len(zoomed[1])
     for factor in (2, 4):
-        assert abs(zoomed[factor][0] - count) <= max(1, 0.1 * count), zoomed
+        assert abs(len(zoomed[factor]) - count) <= max(1, 0.1 * count), factor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#9 open: at x4 (19 px particles) the bundled model draws them 14 % smaller",
-)
-def test_native_and_downsampled_diameters_agree(zoomed: dict[int, tuple[int, float]]) -> None:
-    """Median diameters within 10 % once the known factor is applied."""
-    diameter = zoomed[1][1]
+def test_native_and_downsampled_diameters_agree(zoomed: dict[int, pd.DataFrame]) -> None:
+    """Diameters within 10 % once the known factor is applied, particle by particle.
+
+    Each particle clear of the border at x1 is matched with the particle found at x2 or x4
+    nearest its centre. The median of the example's 11-13 interior diameters is not used: they
+    fall in two groups (~63 and ~75-95 px), so one particle more or less near the border moves
+    that median from one group to the other (x4: 65 against 76 px, while the matched particles
+    agree within 1 %). The mean over the interior particles is checked too.
+    """
+    native = zoomed[1][~zoomed[1]["touches_border"]]
     for factor in (2, 4):
-        assert abs(zoomed[factor][1] / diameter - 1) < 0.1, zoomed
+        other = zoomed[factor]
+        ratios = []
+        for _, particle in native.iterrows():
+            distance = np.hypot(other["x"] - particle["x"], other["y"] - particle["y"])
+            nearest = distance.idxmin()
+            if distance[nearest] < particle["d"] / 2:
+                ratios.append(other.loc[nearest, "d"] / particle["d"])
+        assert len(ratios) >= 0.9 * len(native), factor
+        assert abs(np.median(ratios) - 1) < 0.1, (factor, np.median(ratios))
+        interior = other[~other["touches_border"]]
+        assert abs(interior["d"].mean() / native["d"].mean() - 1) < 0.1, factor
 
 
 def test_log_estimate_on_discs() -> None:
