@@ -4,11 +4,13 @@ Usage::
 
     python benchmarks/simulated_segment.py --sim runs/builtin/sim --data runs/builtin/data.h5
         [--model builtin] [--split test] [--auto] [--by material|regime]
+        [--pixel-size-range 0.5:1]
 
 Each micrograph of the data set's split (whole micrographs, not tiles) is segmented exactly as
 ``nanoseg segment`` does, with the pixel size from its MRC header (``--auto``: none, so the
 particle scale is estimated from the image). Dice is pooled per material (or per pixel-size
-regime with ``--by regime``: HRTEM <= 0.05 nm/px < medium <= 0.3 nm/px < survey).
+regime with ``--by regime``: HRTEM <= 0.05 nm/px < medium <= 0.3 nm/px < survey);
+``--pixel-size-range LOW:HIGH`` keeps only micrographs with a pixel size in that range (nm).
 Sizes: every simulated particle that lies wholly inside the field (its centre at least one
 diameter from the edge) and touches no other particle is matched to the predicted particle
 that contains its centre; the relative error of the predicted equivalent diameter is taken
@@ -69,7 +71,14 @@ def main() -> None:
         "--by", choices=("material", "regime"), default="material",
         help="pool Dice per material or per pixel-size regime (HRTEM, medium, survey)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pixel-size-range", default=None,
+        help="LOW:HIGH nm: only micrographs with a pixel size in this range",
+    )  # fmt: skip
     args = parser.parse_args()
+    low, high = (
+        map(float, args.pixel_size_range.split(":")) if args.pixel_size_range else (0, math.inf)
+    )
     split = {"train": 0, "validation": 1, "test": 2}[args.split]
     with h5py.File(args.data, "r") as h5:
         sources = h5["sources"][()]
@@ -78,9 +87,13 @@ def main() -> None:
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
     errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    used = 0
     for stem in stems:
         meta = json.loads((args.sim / "metadata" / f"{stem}.json").read_text())
         mic = read_micrograph(args.sim / "images" / f"{stem}.mrc")
+        if not low <= mic.pixel_size <= high:
+            continue
+        used += 1
         truth = read_label_map(args.sim / "labels" / f"{stem}.png", shape=mic.shape)
         result = segmenter(mic, pixel_size="auto") if args.auto else segmenter(mic)
         material = meta["material"] if args.by == "material" else regime(mic.pixel_size)
@@ -129,7 +142,7 @@ def main() -> None:
         f"all   Dice {scores(all_counts)['dice']:.4f}  median size error "
         f"{np.median(all_errors):.4f} over {len(all_errors)} particles"
     )
-    print(json.dumps({"model": args.model, "split": args.split, "n": len(stems), **summary}))
+    print(json.dumps({"model": args.model, "split": args.split, "n": used, **summary}))
 
 
 if __name__ == "__main__":

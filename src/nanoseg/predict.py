@@ -202,7 +202,9 @@ def predict_image(
             out[r : r + tiles[0], c : c + tiles[1]] += p * weight
         if progress is not None:
             progress(min(start + batch_size, len(positions)), len(positions))
-    out /= np.outer(sums[0], sums[1]).astype(np.float32)
+    # The summed weights are separable too: two broadcast divisions, no full-size array.
+    out /= sums[0].astype(np.float32)[:, None]
+    out /= sums[1].astype(np.float32)[None, :]
     return np.clip(out[overlap : overlap + height, overlap : overlap + width], 0, 1)
 
 
