@@ -45,8 +45,9 @@ scenes               4 micrographs per scene              2 per scene
 tiles                512 px (one per micrograph)          128 px
 training             ``default`` preset, 15 epochs of     2 epochs of 16 samples, batch 4,
                      1000 samples (256 px crops)          64 px crops
-time on 2 cores      about 8 min simulation, 15 min per   about 2 min in all
-                     network, 5 min evaluation: ~1 h
+time on 2 cores      14 min simulation, 15 min per        about 2 min in all
+                     network, 1.5 min evaluation: 59 min
+                     (measured; docs/study.md)
 ===================  ===================================  ================================
 
 The full run gives each network about 100 training tiles, like the paper's 97.
