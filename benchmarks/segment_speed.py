@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/segment_speed.py [--size 4096] [--tta none] [--model builtin]
+        [--precision auto|float32|bfloat16]
     python benchmarks/segment_speed.py --size 8192 --memory
 
 The micrograph is synthetic (smoothed noise with dark discs, float32, pixel size inside the
@@ -46,8 +47,8 @@ def synthetic(size: int, seed: int = 0) -> np.ndarray:
     return image + rng.normal(0, 0.5, image.shape).astype(np.float32)
 
 
-def run(size: int, tta: str, model: str) -> dict:
-    segmenter = Segmenter.load(model, tta=tta)
+def run(size: int, tta: str, model: str, precision: str = "auto") -> dict:
+    segmenter = Segmenter.load(model, tta=tta, precision=precision)
     span = segmenter.card.get("pixel_size_range_nm") or [None]
     pixel = span[0]
     segmenter(synthetic(256), pixel_size=pixel)  # warm-up
@@ -68,6 +69,7 @@ def run(size: int, tta: str, model: str) -> dict:
         "particles": len(result.particles),
         "peak_mb": round(peak_mb),
         "threads": torch.get_num_threads(),
+        "precision": segmenter.precision,
     }
 
 
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tta", default="none")
     parser.add_argument("--model", default="builtin")
+    parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
     parser.add_argument("--memory", action="store_true", help="run in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -91,6 +94,8 @@ def main() -> None:
                 args.tta,
                 "--model",
                 args.model,
+                "--precision",
+                args.precision,
             ],
             check=True,
             capture_output=True,
@@ -98,7 +103,7 @@ def main() -> None:
         ).stdout
         result = json.loads(out.strip().splitlines()[-1])
     else:
-        result = run(args.size, args.tta, args.model)
+        result = run(args.size, args.tta, args.model, args.precision)
         if args.child:
             print(json.dumps(result))
             return
@@ -106,7 +111,8 @@ def main() -> None:
     print(
         f"| {result['size']}^2, tta {result['tta']} | {result['seconds']} s "
         f"(next micrograph {result['next_seconds']} s) | "
-        f"{result['peak_mb']} MB | {result['particles']} particles; {result['threads']} threads; "
+        f"{result['peak_mb']} MB | {result['particles']} particles; {result['precision']}; "
+        f"{result['threads']} threads; "
         f"{os.cpu_count()} cores |"
     )
 
