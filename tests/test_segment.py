@@ -134,7 +134,7 @@ def test_measured_shapes_match_scikit_image() -> None:
     from skimage import draw, measure
 
     mask = np.zeros((120, 160), bool)
-    for (r, c, a, b, angle) in [(30, 40, 12, 5, 0.4), (80, 110, 20, 9, 2.0), (90, 30, 3, 3, 0)]:
+    for r, c, a, b, angle in [(30, 40, 12, 5, 0.4), (80, 110, 20, 9, 2.0), (90, 30, 3, 3, 0)]:
         mask[draw.ellipse(r, c, a, b, rotation=angle, shape=mask.shape)] = True
     mask[10:12, 100:130] = True  # a thin bar
     table = measure_particles(mask, pixel_size=1.0).set_index("id")

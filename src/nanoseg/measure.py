@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from skimage import measure, morphology
 
 __all__ = ["PARTICLE_COLUMNS", "clean_mask", "interior_diameters", "measure_particles"]
