@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 from skimage import measure
 
+from nanoseg.dataset import SPLITS
 from nanoseg.io import read_label_map, read_micrograph
 from nanoseg.metrics import confusion, scores
 from nanoseg.segment import Segmenter
@@ -58,12 +59,26 @@ def regime(pixel_size: float) -> str:
     return "hrtem" if pixel_size <= 0.05 else "medium" if pixel_size <= 0.3 else "survey"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sim``, ``--data``, ``--model`` and ``--split``: a simulation folder, the data set
+    built from it (which says which micrographs are in which split) and the model to score."""
     parser.add_argument("--sim", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="builtin")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", choices=SPLITS)
+
+
+def split_stems(data: Path, split: str) -> list[str]:
+    """File stems of the micrographs whose tiles are in `split` of the data set `data`."""
+    with h5py.File(data, "r") as h5:
+        sources = h5["sources"][()]
+    index = SPLITS.index(split)
+    return [Path(s["source"].decode()).stem for s in sources if s["split"] == index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(parser)
     parser.add_argument(
         "--auto", action="store_true", help="give no pixel size: the scale is estimated"
     )
@@ -79,10 +94,7 @@ def main() -> None:
     low, high = (
         map(float, args.pixel_size_range.split(":")) if args.pixel_size_range else (0, math.inf)
     )
-    split = {"train": 0, "validation": 1, "test": 2}[args.split]
-    with h5py.File(args.data, "r") as h5:
-        sources = h5["sources"][()]
-    stems = [Path(s["source"].decode()).stem for s in sources if s["split"] == split]
+    stems = split_stems(args.data, args.split)
     segmenter = Segmenter.load(args.model)
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
     errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -114,6 +126,8 @@ def main() -> None:
             errors[material]["projected"].append(
                 abs(d - p["projected_diameter_nm"]) / p["projected_diameter_nm"]
             )
+    if not used:
+        raise SystemExit(f"no micrograph of the {args.split} split has a pixel size in range")
     summary = {}
     for material in sorted(counts):
         dice = float(scores(counts[material])["dice"])

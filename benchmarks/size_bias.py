@@ -24,11 +24,9 @@ import argparse
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
 
-import h5py
 import numpy as np
-from simulated_segment import isolated
+from simulated_segment import add_data_arguments, isolated, split_stems
 from skimage import measure
 from skimage.transform import rescale
 
@@ -43,17 +41,11 @@ BINS = (10, 14, 18, 22, 26, 31, 37, 44, 52, 62, 80)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sim", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", default="builtin")
-    parser.add_argument("--split", default="test")
+    add_data_arguments(parser)
     parser.add_argument("--n", type=int, default=60, help="micrographs (evenly spread)")
     parser.add_argument("--max-pixel-size", type=float, default=0.3)
     args = parser.parse_args()
-    split = {"train": 0, "validation": 1, "test": 2}[args.split]
-    with h5py.File(args.data, "r") as h5:
-        sources = h5["sources"][()]
-    stems = [Path(s["source"].decode()).stem for s in sources if s["split"] == split]
+    stems = split_stems(args.data, args.split)
     metas = {s: json.loads((args.sim / "metadata" / f"{s}.json").read_text()) for s in stems}
     stems = [s for s in stems if metas[s]["pixel_size_nm"] <= args.max_pixel_size]
     stems = [stems[i] for i in np.linspace(0, len(stems) - 1, min(args.n, len(stems))).astype(int)]
