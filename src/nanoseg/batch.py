@@ -56,6 +56,8 @@ class BatchOptions:
     tile: int = 1024
     overlap: int = 64
     precision: str = "auto"  # network arithmetic: auto, float32 or bfloat16
+    edge: str = "contrast"  # particle outlines: half-contrast edge, or the network's own
+    edge_level: float = 0.5
     threads: int = 0  # torch threads per task; 0 = leave torch's default
     # method "unet" runs the model; "threshold" the classical baseline with the options below;
     # "bragg" Bragg-peak filtering (nanoseg.bragg, its default settings).
@@ -145,6 +147,8 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
         tile=options.tile,
         overlap=options.overlap,
         precision=options.precision,
+        edge=options.edge,
+        edge_level=options.edge_level,
     )
 
 

@@ -382,6 +382,17 @@ def segment(
             "faster), float32 or bfloat16."
         ),
     ] = "auto",
+    edge: Annotated[
+        str,
+        typer.Option(
+            help="Particle outlines: contrast (moved to the half-contrast edge, as drawn by "
+            "hand) or network (the model's own outline, the simulations' geometric footprint)."
+        ),
+    ] = "contrast",
+    edge_level: Annotated[
+        float,
+        typer.Option(help="Fraction of the particle's contrast where --edge contrast puts it."),
+    ] = 0.5,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
 ) -> None:
@@ -395,6 +406,8 @@ def segment(
         threshold=threshold,
         min_area_nm2=min_area,
         precision=precision,
+        edge=edge,
+        edge_level=edge_level,
     )
     _run_batch(inputs, out, options, workers, scheduler)
 

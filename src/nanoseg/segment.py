@@ -4,7 +4,9 @@
 :class:`SegmentResult` with the particle mask, the probability map and the particle table.
 The steps, in order: read the file, resample to the model's pixel-size range (when the pixel
 size is known), median filter and normalise as in training, predict over blended tiles,
-resample the probability back, threshold, drop specks below the minimum area, measure.
+resample the probability back, threshold, drop specks below the minimum area, move each
+particle's outline to the image's half-contrast edge (:mod:`nanoseg.refine`; ``edge="network"``
+keeps the network's outline), measure.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from nanoseg.io import (
 from nanoseg.measure import PARTICLE_COLUMNS, clean_mask, interior_diameters, measure_particles
 from nanoseg.model import UNet, fuse_for_inference, load_model
 from nanoseg.predict import TTA_MODES, model_scale, predict_image, preprocess
+from nanoseg.refine import EDGES, refine_outlines
 
 __all__ = [
     "BUILTIN",
@@ -226,6 +229,7 @@ def particle_result(
     pixel_size_source: str,
     scale_factor: float,
     min_area_nm2: float | None,
+    edge_level: float | None = None,
 ) -> SegmentResult:
     """Threshold a probability map, drop specks, measure: the end of every segmenter.
 
@@ -242,12 +246,17 @@ def particle_result(
     scale_factor : float
     min_area_nm2 : float or None
         Default 1 nm^2, or :data:`MIN_AREA_PX_UNKNOWN_SCALE` px without a pixel size.
+    edge_level : float or None
+        If given, each particle's outline is moved to where its contrast falls to this
+        fraction (:func:`nanoseg.refine.refine_outlines`); None keeps the thresholded outline.
     """
     if pixel_size is not None:
         min_area_px = (1.0 if min_area_nm2 is None else min_area_nm2) / pixel_size**2
     else:
         min_area_px = MIN_AREA_PX_UNKNOWN_SCALE
     mask = clean_mask(probability > threshold, min_area_px)
+    if edge_level is not None:
+        mask = refine_outlines(mic.data, mask, edge_level, min_area_px=min_area_px)
     return SegmentResult(
         mask=mask,
         probability=probability,
@@ -281,6 +290,14 @@ class Segmenter:
     precision : {"auto", "float32", "bfloat16"}
         Arithmetic of the network (see :func:`resolve_precision`); the resolved value is in
         :attr:`settings` and so in each batch run's log.
+    edge : {"contrast", "network"}
+        Where particle outlines go: ``"contrast"`` moves each one to the point where the
+        particle's contrast against the carbon around it has fallen to `edge_level` (the
+        half-contrast edge by default, as particles are drawn and sized by hand; see
+        :mod:`nanoseg.refine`); ``"network"`` keeps the thresholded probability map's outline,
+        which follows the simulated particles' geometric footprint the model was trained on.
+    edge_level : float
+        Fraction of the contrast, 0-1 exclusive, at which ``edge="contrast"`` places outlines.
 
     Examples
     --------
@@ -301,6 +318,8 @@ class Segmenter:
         tile: int = 1024,
         overlap: int = 64,
         precision: str = "auto",
+        edge: str = "contrast",
+        edge_level: float = 0.5,
     ) -> None:
         if tta not in TTA_MODES:
             raise NanosegError(f"--tta must be one of {', '.join(TTA_MODES)}, not '{tta}'")
@@ -308,6 +327,10 @@ class Segmenter:
             raise NanosegError(f"--threshold must be between 0 and 1, not {threshold}")
         if min_area_nm2 is not None and min_area_nm2 < 0:
             raise NanosegError(f"--min-area must not be negative, not {min_area_nm2}")
+        if edge not in EDGES:
+            raise NanosegError(f"--edge must be one of {', '.join(EDGES)}, not '{edge}'")
+        if not 0 < edge_level < 1:
+            raise NanosegError(f"--edge-level must be between 0 and 1, not {edge_level}")
         if overlap < 0 or 2 * overlap >= tile:
             raise NanosegError(f"overlap {overlap} must be less than half the tile ({tile})")
         self.model = model.eval()
@@ -322,6 +345,8 @@ class Segmenter:
         self.min_area_nm2 = min_area_nm2
         self.tile = tile
         self.overlap = overlap
+        self.edge = edge
+        self.edge_level = edge_level
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] = BUILTIN, **options: Any) -> Segmenter:
@@ -349,6 +374,8 @@ class Segmenter:
             "tile": self.tile,
             "overlap": self.overlap,
             "precision": self.precision,
+            "edge": self.edge,
+            "edge_level": self.edge_level if self.edge == "contrast" else None,
         }
 
     def __call__(
@@ -387,7 +414,14 @@ class Segmenter:
         except InvalidDataError as error:
             raise InvalidDataError(str(error.args[0]), mic.path) from None
         result = particle_result(
-            mic, probability, self.threshold, size, source, factor, self.min_area_nm2
+            mic,
+            probability,
+            self.threshold,
+            size,
+            source,
+            factor,
+            self.min_area_nm2,
+            self.edge_level if self.edge == "contrast" else None,
         )
         result.scale_estimate_px, result.scale_method = estimate, method
         return result

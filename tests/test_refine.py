@@ -1,0 +1,114 @@
+"""Particle outlines moved to the half-contrast edge (nanoseg.refine) and the Segmenter option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from nanoseg import Segmenter
+from nanoseg.errors import NanosegError
+from nanoseg.refine import refine_outlines
+
+
+def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def _image(discs: list[np.ndarray], contrast: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Dark flat discs on a bright background, blurred like a lens, with noise."""
+    image = 10.0 - contrast * np.sum(discs, axis=0).astype(float)
+    image = ndimage.gaussian_filter(image, 2.0)
+    return image + np.random.default_rng(seed).normal(0, 0.1, image.shape)
+
+
+def _radius(mask: np.ndarray) -> float:
+    return float(np.sqrt(mask.sum() / np.pi))
+
+
+@pytest.mark.parametrize("drawn", [26.0, 15.0])
+def test_outline_moves_to_the_true_edge(drawn: float) -> None:
+    """A mask drawn too wide (a halo) or too tight ends at the disc's edge."""
+    truth = _disc((128, 128), (64, 64), 20)
+    image = _image([truth])
+    refined = refine_outlines(image, _disc((128, 128), (64, 64), drawn))
+    assert abs(_radius(refined) - 20) < 1.0
+    assert (refined & truth).sum() / (refined | truth).sum() > 0.9
+
+
+def test_level_moves_the_outline_outwards() -> None:
+    truth = _disc((128, 128), (64, 64), 20)
+    image = _image([truth])
+    mask = _disc((128, 128), (64, 64), 24)
+    tight = refine_outlines(image, mask, level=0.7)
+    wide = refine_outlines(image, mask, level=0.3)
+    assert _radius(tight) < _radius(refine_outlines(image, mask)) < _radius(wide)
+
+
+def test_neighbours_stay_apart() -> None:
+    """Two discs 4 px apart, found as two particles, are still two particles."""
+    a, b = _disc((96, 160), (48, 50), 20), _disc((96, 160), (48, 114), 20)
+    image = _image([a, b])
+    found = _disc((96, 160), (48, 50), 22) | _disc((96, 160), (48, 114), 22)
+    refined = refine_outlines(image, found)
+    _, n = ndimage.label(refined, structure=np.ones((3, 3)))
+    assert n == 2
+
+
+def test_merged_particles_come_apart() -> None:
+    """One blob over two discs with a clear gap between them becomes two particles."""
+    a, b = _disc((96, 160), (48, 50), 20), _disc((96, 160), (48, 110), 20)
+    image = _image([a, b])
+    blob = ndimage.binary_closing(a | b, structure=np.ones((15, 15))) | _disc(
+        (96, 160), (48, 80), 12
+    )
+    _, n = ndimage.label(blob, structure=np.ones((3, 3)))
+    assert n == 1
+    refined = refine_outlines(image, blob)
+    _, n = ndimage.label(refined, structure=np.ones((3, 3)))
+    assert n == 2
+
+
+def test_particle_without_contrast_keeps_its_outline() -> None:
+    """Where the mask covers nothing darker than its surroundings, it is left as it was."""
+    image = _image([np.zeros((128, 128), bool)])
+    mask = _disc((128, 128), (64, 64), 20)
+    np.testing.assert_array_equal(refine_outlines(image, mask), mask)
+
+
+def test_empty_mask_and_bad_level() -> None:
+    image = np.ones((32, 32))
+    empty = np.zeros((32, 32), bool)
+    np.testing.assert_array_equal(refine_outlines(image, empty), empty)
+    with pytest.raises(ValueError, match="level"):
+        refine_outlines(image, empty, level=1.5)
+
+
+def test_refinement_is_deterministic() -> None:
+    truth = _disc((128, 128), (64, 64), 20)
+    image = _image([truth])
+    mask = _disc((128, 128), (60, 66), 25)
+    np.testing.assert_array_equal(refine_outlines(image, mask), refine_outlines(image, mask))
+
+
+def test_segmenter_edge_option() -> None:
+    """``edge="network"`` keeps the thresholded map; the default refines; bad values fail."""
+    truth = _disc((256, 256), (128, 128), 40)
+    image = _image([truth]).astype(np.float32)
+    network = Segmenter.load(edge="network")
+    contrast = Segmenter.load()
+    assert contrast.settings["edge"] == "contrast"
+    assert contrast.settings["edge_level"] == 0.5
+    assert network.settings["edge_level"] is None
+    plain = network(image, pixel_size=0.1)
+    np.testing.assert_array_equal(
+        plain.mask > 0, (plain.probability > network.threshold) & (plain.mask > 0)
+    )
+    refined = contrast(image, pixel_size=0.1).mask > 0
+    # The refined particle is the disc within a pixel of radius, whatever the network drew.
+    assert abs(_radius(refined) - 40) < 1.5
+    with pytest.raises(NanosegError, match="--edge"):
+        Segmenter.load(edge="sharp")
+    with pytest.raises(NanosegError, match="--edge-level"):
+        Segmenter.load(edge_level=0)
