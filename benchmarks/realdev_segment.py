@@ -26,6 +26,7 @@ import numpy as np
 
 from nanoseg.io import read_label_map, read_micrograph
 from nanoseg.metrics import confusion, drop_border_objects, object_scores, scores
+from nanoseg.refine import EDGES
 from nanoseg.segment import Segmenter
 
 SETS = {"real-dev": True, "real-dev-hrtem": False}  # name -> drop border particles
@@ -61,6 +62,10 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--shared", type=Path, default=root.parent / "shared")
     parser.add_argument("--model", default="builtin")
+    parser.add_argument(
+        "--edge", default="contrast", choices=EDGES,
+        help="particle outlines: half-contrast edge (the default) or the network's own",
+    )  # fmt: skip
     parser.add_argument("--tta", default="none")
     parser.add_argument("--pixel-size", type=float, default=None)
     parser.add_argument(
@@ -77,7 +82,7 @@ def main() -> None:
         segmenter = ThresholdSegmenter(args.method, sigma, args.background)
         args.model = f"threshold {args.method} sigma {args.sigma} background {args.background}"
     else:
-        segmenter = Segmenter.load(args.model, tta=args.tta)
+        segmenter = Segmenter.load(args.model, tta=args.tta, edge=args.edge)
     results = {}
     for name, drop in SETS.items():
         folder = args.shared / "data" / name

@@ -3,13 +3,14 @@
 Usage::
 
     python benchmarks/segment_speed.py [--size 4096] [--tta none] [--model builtin]
-        [--precision auto|float32|bfloat16]
+        [--precision auto|float32|bfloat16] [--edge contrast|network]
     python benchmarks/segment_speed.py --size 8192 --memory
 
 The micrograph is synthetic (smoothed noise with dark discs, float32, pixel size inside the
 model's range so nothing is resampled): the time does not depend on what is in the picture.
 The model is loaded and run once on a small image first (warm-up), then the whole call
-``segmenter(image)`` is timed: preprocessing, tiled prediction, threshold, measurement; then
+``segmenter(image)`` is timed: preprocessing, tiled prediction, threshold, outline refinement
+(``--edge contrast``, the default), measurement; then
 the same call again, as for the next micrograph of a batch (the network's kernels for that tile
 size are then already built).
 With ``--memory`` the run happens in a child process and its peak resident memory
@@ -47,8 +48,8 @@ def synthetic(size: int, seed: int = 0) -> np.ndarray:
     return image + rng.normal(0, 0.5, image.shape).astype(np.float32)
 
 
-def run(size: int, tta: str, model: str, precision: str = "auto") -> dict:
-    segmenter = Segmenter.load(model, tta=tta, precision=precision)
+def run(size: int, tta: str, model: str, precision: str = "auto", edge: str = "contrast") -> dict:
+    segmenter = Segmenter.load(model, tta=tta, precision=precision, edge=edge)
     span = segmenter.card.get("pixel_size_range_nm") or [None]
     pixel = span[0]
     segmenter(synthetic(256), pixel_size=pixel)  # warm-up
@@ -70,6 +71,7 @@ def run(size: int, tta: str, model: str, precision: str = "auto") -> dict:
         "peak_mb": round(peak_mb),
         "threads": torch.get_num_threads(),
         "precision": segmenter.precision,
+        "edge": edge,
     }
 
 
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--tta", default="none")
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
+    parser.add_argument("--edge", default="contrast", help="particle outlines: contrast or network")
     parser.add_argument("--memory", action="store_true", help="run in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,6 +99,8 @@ def main() -> None:
                 args.model,
                 "--precision",
                 args.precision,
+                "--edge",
+                args.edge,
             ],
             check=True,
             capture_output=True,
@@ -103,7 +108,7 @@ def main() -> None:
         ).stdout
         result = json.loads(out.strip().splitlines()[-1])
     else:
-        result = run(args.size, args.tta, args.model, args.precision)
+        result = run(args.size, args.tta, args.model, args.precision, args.edge)
         if args.child:
             print(json.dumps(result))
             return

@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/simulated_segment.py --sim runs/builtin/sim --data runs/builtin/data.h5
-        [--model builtin] [--split test] [--auto] [--by material|regime]
+        [--model builtin] [--edge contrast|network] [--split test] [--auto]
+        [--by material|regime]
         [--pixel-size-range 0.5:1]
 
 Each micrograph of the data set's split (whole micrographs, not tiles) is segmented exactly as
@@ -33,6 +34,7 @@ from skimage import measure
 from nanoseg.dataset import SPLITS
 from nanoseg.io import read_label_map, read_micrograph
 from nanoseg.metrics import confusion, scores
+from nanoseg.refine import EDGES
 from nanoseg.segment import Segmenter
 
 
@@ -66,6 +68,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument(
+        "--edge", default="contrast", choices=EDGES,
+        help="particle outlines: half-contrast edge (the default) or the network's own",
+    )  # fmt: skip
 
 
 def split_stems(data: Path, split: str) -> list[str]:
@@ -95,7 +101,7 @@ def main() -> None:
         map(float, args.pixel_size_range.split(":")) if args.pixel_size_range else (0, math.inf)
     )
     stems = split_stems(args.data, args.split)
-    segmenter = Segmenter.load(args.model)
+    segmenter = Segmenter.load(args.model, edge=args.edge)
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
     errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -156,7 +162,11 @@ def main() -> None:
         f"all   Dice {scores(all_counts)['dice']:.4f}  median size error "
         f"{np.median(all_errors):.4f} over {len(all_errors)} particles"
     )
-    print(json.dumps({"model": args.model, "split": args.split, "n": used, **summary}))
+    print(
+        json.dumps(
+            {"model": args.model, "edge": args.edge, "split": args.split, "n": used, **summary}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def main() -> None:
     metas = {s: json.loads((args.sim / "metadata" / f"{s}.json").read_text()) for s in stems}
     stems = [s for s in stems if metas[s]["pixel_size_nm"] <= args.max_pixel_size]
     stems = [stems[i] for i in np.linspace(0, len(stems) - 1, min(args.n, len(stems))).astype(int)]
-    segmenter = Segmenter.load(args.model)
+    segmenter = Segmenter.load(args.model, edge=args.edge)
     errors: dict[int, list[float]] = defaultdict(list)
     missed: dict[int, int] = defaultdict(int)
     counts: dict[int, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))

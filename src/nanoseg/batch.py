@@ -314,12 +314,13 @@ def segment_batch(
     """
     options = options or BatchOptions()
     paths = expand_inputs(inputs)
-    out_dir = check_output_dir(out, paths)
-    (out_dir / LOG_DIR).mkdir(exist_ok=True)
     model_path = builtin_model_path() if options.model == BUILTIN else Path(options.model)
     if options.method == "unet" and not model_path.exists():
         raise NanosegError(f"{model_path}: no such model")
-    settings = load_segmenter(options).settings  # loads the model once here: fails early if bad
+    # The model and options are checked before anything is written: bad ones leave no folder.
+    settings = load_segmenter(options).settings
+    out_dir = check_output_dir(out, paths)
+    (out_dir / LOG_DIR).mkdir(exist_ok=True)
     logger = _file_logger(out_dir / LOG_DIR / "segment.log")
     stems = unique_stems(paths)
     rows: dict[str, dict[str, Any]] = {}

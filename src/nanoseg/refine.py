@@ -36,6 +36,10 @@ __all__ = ["EDGES", "refine_outlines"]
 EDGES = ("contrast", "network")
 #: Pieces of a refined particle smaller than this fraction of its largest piece are dropped.
 MIN_PIECE = 0.2
+#: Particles narrower than this (equivalent diameter, px) keep the network's outline: the blur
+#: of their edges spans much of the particle, so its darkest level understates the contrast
+#: and the half-contrast outline would understate its size.
+MIN_DIAMETER_PX = 12.0
 #: Gaussian kernels are cut at this many standard deviations.
 TRUNCATE = 3.0
 
@@ -91,8 +95,12 @@ def refine_outlines(
     # Depth inside the mask is the same whether measured per particle or for all at once.
     depth = ndimage.distance_transform_cdt(mask, metric="chessboard")
     out = np.zeros_like(mask)
+    small_set = set((np.flatnonzero(areas < np.pi * (MIN_DIAMETER_PX / 2) ** 2) + 1).tolist())
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         box = _box(found, 2 * band + 1, mask.shape)
+        if index in small_set:
+            out[box] |= labels[box] == index
+            continue
         near = labels[box]
         particle = near == index
         core = particle & (depth[box] > band / 2)
