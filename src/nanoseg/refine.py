@@ -21,8 +21,8 @@ Each particle is refined on its own, inside a box around it:
    ``carbon - level * (carbon - interior)``; of those, the connected pieces that overlap the
    old outline and are at least :data:`MIN_PIECE` of the largest such piece are kept (so
    particles the network merged may come apart, but noise does not shatter one), holes filled;
-4. otherwise (weak or reversed contrast, as for small phase-contrast particles in HRTEM) the
-   network's outline is kept.
+4. otherwise (weak or reversed contrast, as for small phase-contrast particles in HRTEM), and
+   for particles under :data:`MIN_DIAMETER_PX` across, the network's outline is kept.
 """
 
 from __future__ import annotations
