@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from simulated_segment import add_edge_argument
 
 from nanoseg.io import read_label_map, read_micrograph
 from nanoseg.metrics import confusion, drop_border_objects, object_scores, scores
-from nanoseg.refine import EDGES
 from nanoseg.segment import Segmenter
 
 SETS = {"real-dev": True, "real-dev-hrtem": False}  # name -> drop border particles
@@ -62,10 +62,7 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--shared", type=Path, default=root.parent / "shared")
     parser.add_argument("--model", default="builtin")
-    parser.add_argument(
-        "--edge", default="contrast", choices=EDGES,
-        help="particle outlines: half-contrast edge (the default) or the network's own",
-    )  # fmt: skip
+    add_edge_argument(parser)
     parser.add_argument("--tta", default="none")
     parser.add_argument("--pixel-size", type=float, default=None)
     parser.add_argument(

@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 from scipy import ndimage
+from simulated_segment import add_edge_argument
 
 from nanoseg.segment import Segmenter
 
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--tta", default="none")
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
-    parser.add_argument("--edge", default="contrast", help="particle outlines: contrast or network")
+    add_edge_argument(parser)
     parser.add_argument("--memory", action="store_true", help="run in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

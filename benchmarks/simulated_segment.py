@@ -68,6 +68,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--split", default="test", choices=SPLITS)
+    add_edge_argument(parser)
+
+
+def add_edge_argument(parser: argparse.ArgumentParser) -> None:
+    """``--edge``: where `segment` puts particle outlines (:data:`nanoseg.refine.EDGES`)."""
     parser.add_argument(
         "--edge", default="contrast", choices=EDGES,
         help="particle outlines: half-contrast edge (the default) or the network's own",

@@ -95,10 +95,10 @@ def refine_outlines(
     # Depth inside the mask is the same whether measured per particle or for all at once.
     depth = ndimage.distance_transform_cdt(mask, metric="chessboard")
     out = np.zeros_like(mask)
-    small_set = set((np.flatnonzero(areas < np.pi * (MIN_DIAMETER_PX / 2) ** 2) + 1).tolist())
+    small = areas < np.pi * (MIN_DIAMETER_PX / 2) ** 2
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         box = _box(found, 2 * band + 1, mask.shape)
-        if index in small_set:
+        if small[index - 1]:
             out[box] |= labels[box] == index
             continue
         near = labels[box]

@@ -375,7 +375,7 @@ class Segmenter:
             "overlap": self.overlap,
             "precision": self.precision,
             "edge": self.edge,
-            "edge_level": self.edge_level if self.edge == "contrast" else None,
+            "edge_level": self._refine_level,
         }
 
     def __call__(
@@ -421,10 +421,15 @@ class Segmenter:
             source,
             factor,
             self.min_area_nm2,
-            self.edge_level if self.edge == "contrast" else None,
+            self._refine_level,
         )
         result.scale_estimate_px, result.scale_method = estimate, method
         return result
+
+    @property
+    def _refine_level(self) -> float | None:
+        """The contrast level outlines are moved to, or None when the network's are kept."""
+        return self.edge_level if self.edge == "contrast" else None
 
     @property
     def particle_px_range(self) -> tuple[float, float]:
