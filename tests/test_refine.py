@@ -112,3 +112,31 @@ def test_segmenter_edge_option() -> None:
         Segmenter.load(edge="sharp")
     with pytest.raises(NanosegError, match="--edge-level"):
         Segmenter.load(edge_level=0)
+
+
+def test_smoothing_box_by_box_equals_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sparse particles are smoothed box by box, dense ones all at once: same outlines."""
+    from nanoseg import refine
+
+    shape = (160, 200)
+    truths = [_disc(shape, c, r) for c, r in [((40, 50), 16), ((110, 140), 20), ((150, 20), 14)]]
+    # A slope in the background and coarse noise: any difference in smoothing shows.
+    image = _image(truths, seed=3) + np.linspace(0, 3, shape[1])
+    image += ndimage.gaussian_filter(np.random.default_rng(4).normal(0, 2, shape), 1.5)
+    mask = np.any([_disc(shape, c, r + 3) for c, r in [((40, 50), 16), ((110, 140), 20)]], axis=0)
+    mask |= _disc(shape, (150, 20), 12)  # cut by the image's edge
+    monkeypatch.setattr(refine, "BOX_SMOOTHING_LIMIT", 0.0)
+    whole = refine_outlines(image, mask)
+    monkeypatch.setattr(refine, "BOX_SMOOTHING_LIMIT", 1e9)
+    boxes = refine_outlines(image, mask)
+    np.testing.assert_array_equal(whole, boxes)
+    assert not np.array_equal(whole, mask)  # the outlines did move
+
+
+def test_fill_holes_matches_scipy() -> None:
+    from nanoseg.refine import _fill_holes
+
+    rng = np.random.default_rng(0)
+    for density in (0.3, 0.5, 0.7):
+        mask = ndimage.binary_opening(rng.random((60, 70)) < density)
+        np.testing.assert_array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
