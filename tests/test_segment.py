@@ -137,9 +137,19 @@ def test_measured_shapes_match_scikit_image() -> None:
     for r, c, a, b, angle in [(30, 40, 12, 5, 0.4), (80, 110, 20, 9, 2.0), (90, 30, 3, 3, 0)]:
         mask[draw.ellipse(r, c, a, b, rotation=angle, shape=mask.shape)] = True
     mask[10:12, 100:130] = True  # a thin bar
-    table = measure_particles(mask, pixel_size=1.0).set_index("id")
-    for region in measure.regionprops(measure.label(mask, connectivity=2)):
+    mask[0:6, 0:9] = True  # in a corner
+    probability = np.random.default_rng(0).random(mask.shape).astype(np.float32)
+    table = measure_particles(mask, probability, pixel_size=1.0).set_index("id")
+    labels = measure.label(mask, connectivity=2)
+    assert len(table) == labels.max() == 5
+    for region in measure.regionprops(labels, intensity_image=probability):
         row = table.loc[region.label]
+        assert (row["centroid_y_px"], row["centroid_x_px"]) == pytest.approx(region.centroid)
+        assert row["area_px"] == region.area
+        assert row["equivalent_diameter_nm"] == pytest.approx(region.equivalent_diameter_area)
+        circularity = min(1, 4 * np.pi * region.area / region.perimeter_crofton**2)
+        assert row["circularity"] == pytest.approx(circularity)
+        assert row["mean_probability"] == pytest.approx(region.intensity_mean)
         assert row["major_axis_nm"] == pytest.approx(region.axis_major_length)
         assert row["minor_axis_nm"] == pytest.approx(region.axis_minor_length)
         assert row["eccentricity"] == pytest.approx(region.eccentricity)

@@ -1,6 +1,7 @@
 """Measure every particle of a mask: position, size and shape, in pixels and nanometres.
 
-The measurements are scikit-image's ``regionprops`` on 8-connected particles; the columns and
+The measurements are scikit-image's ``regionprops`` definitions on 8-connected particles (tested
+to agree with it), computed per particle box more cheaply; the columns and
 units are listed in :data:`PARTICLE_COLUMNS`. Lengths in nm are the pixel lengths times the
 pixel size and are left empty (NaN) when the pixel size is unknown.
 """
@@ -11,6 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from skimage import measure, morphology
 
 __all__ = ["PARTICLE_COLUMNS", "clean_mask", "interior_diameters", "measure_particles"]
@@ -106,14 +108,13 @@ def _convex_area(image: np.ndarray) -> float:
         return float(image.sum())
 
 
-def _ellipse(image: np.ndarray) -> tuple[float, float, float]:
+def _ellipse(ys: np.ndarray, xs: np.ndarray) -> tuple[float, float, float]:
     """Major and minor axis (px) and eccentricity of the ellipse with the same second moments.
 
     The values of scikit-image's ``axis_major_length``, ``axis_minor_length`` and
     ``eccentricity`` (a test checks they agree), from the pixel coordinates' covariance:
     its general n-D moments cost ~1 ms per particle, this ~20 us.
     """
-    ys, xs = np.nonzero(image)
     dy, dx = ys - ys.mean(), xs - xs.mean()
     syy, sxx, sxy = float(np.mean(dy * dy)), float(np.mean(dx * dx)), float(np.mean(dx * dy))
     half_sum, root = (syy + sxx) / 2, math.hypot((syy - sxx) / 2, sxy)
@@ -144,34 +145,41 @@ def measure_particles(
         The columns of :data:`PARTICLE_COLUMNS`, in that order.
     """
     mask = np.asarray(mask, dtype=bool)
-    labels = measure.label(mask, connectivity=2)
-    props = measure.regionprops(
-        labels, intensity_image=None if probability is None else probability.astype(np.float32)
-    )
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    if probability is not None:
+        probability = np.asarray(probability, dtype=np.float32)
     nm = float("nan") if pixel_size is None else float(pixel_size)
     height, width = mask.shape
     rows = []
-    for p in props:
-        y, x = p.centroid
-        r0, c0, r1, c1 = p.bbox
-        perimeter = p.perimeter_crofton
-        major, minor, eccentricity = _ellipse(p.image)
+    # Each particle is measured inside its bounding box, as regionprops does, without the
+    # cost of its generic machinery (a third of the time with ~700 particles).
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        image = labels[box] == label
+        ys, xs = np.nonzero(image)
+        area = ys.size
+        r0, c0, r1, c1 = box[0].start, box[1].start, box[0].stop, box[1].stop
+        y, x = r0 + ys.mean(), c0 + xs.mean()
+        perimeter = measure.perimeter_crofton(image, 4)
+        major, minor, eccentricity = _ellipse(ys, xs)
+        mean_probability = float("nan") if probability is None else np.mean(probability[box][image])
         rows.append(
             {
-                "id": p.label,
+                "id": label,
                 "centroid_x_px": x,
                 "centroid_y_px": y,
                 "centroid_x_nm": x * nm,
                 "centroid_y_nm": y * nm,
-                "area_px": int(p.area),
-                "area_nm2": p.area * nm**2,
-                "equivalent_diameter_nm": p.equivalent_diameter_area * nm,
+                "area_px": int(area),
+                "area_nm2": area * nm**2,
+                "equivalent_diameter_nm": math.sqrt(4 * area / math.pi) * nm,
                 "major_axis_nm": major * nm,
                 "minor_axis_nm": minor * nm,
                 "eccentricity": eccentricity,
-                "circularity": min(1.0, 4 * math.pi * p.area / perimeter**2) if perimeter else 1.0,
-                "solidity": min(1.0, p.area / _convex_area(p.image)),
-                "mean_probability": float("nan") if probability is None else p.intensity_mean,
+                "circularity": min(1.0, 4 * math.pi * area / perimeter**2) if perimeter else 1.0,
+                "solidity": min(1.0, area / _convex_area(image)),
+                "mean_probability": mean_probability,
                 "touches_border": bool(r0 == 0 or c0 == 0 or r1 == height or c1 == width),
             }
         )
