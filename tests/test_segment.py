@@ -164,6 +164,18 @@ def test_measure_without_pixel_size_and_empty_mask() -> None:
     assert len(measure_particles(np.zeros((10, 10), bool))) == 0
 
 
+def test_clean_mask_matches_scikit_image() -> None:
+    from skimage import morphology
+
+    rng = np.random.default_rng(1)
+    for density, area in [(0.4, 5), (0.55, 12.5), (0.7, 30)]:
+        mask = rng.random((80, 90)) < density
+        size = math.ceil(area)
+        expected = morphology.remove_small_objects(mask, max_size=size - 1, connectivity=2)
+        expected = morphology.remove_small_holes(expected, max_size=size - 1)
+        np.testing.assert_array_equal(clean_mask(mask, area), expected)
+
+
 def test_clean_mask_drops_specks_and_fills_pinholes() -> None:
     mask = _discs((60, 60), [(30, 30), (5, 5)], [10, 1])
     mask[30, 30] = False
