@@ -79,18 +79,16 @@ def interior_diameters(mask: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float ``(n,)``, px, in label order.
     """
-    rows, cols = np.shape(mask)
-    return np.asarray(
-        [
-            region.equivalent_diameter_area
-            for region in measure.regionprops(measure.label(np.asarray(mask, dtype=bool)))
-            if region.bbox[0] > 0
-            and region.bbox[1] > 0
-            and region.bbox[2] < rows
-            and region.bbox[3] < cols
-        ],
-        dtype=float,
-    )
+    labels, _ = ndimage.label(np.asarray(mask, dtype=bool), structure=np.ones((3, 3)))
+    areas = np.bincount(labels.ravel())[1:]
+    interior = [not _touches_border(box, labels.shape) for box in ndimage.find_objects(labels)]
+    return np.sqrt(4 * areas[np.asarray(interior, dtype=bool)] / np.pi)
+
+
+def _touches_border(box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """Whether a particle's bounding box (from :func:`scipy.ndimage.find_objects`) reaches
+    the edge of an image of `shape`."""
+    return any(s.start == 0 or s.stop == n for s, n in zip(box, shape, strict=True))
 
 
 def _convex_area(image: np.ndarray) -> float:
@@ -156,7 +154,6 @@ def measure_particles(
     if probability is not None:
         probability = np.asarray(probability, dtype=np.float32)
     nm = float("nan") if pixel_size is None else float(pixel_size)
-    height, width = mask.shape
     rows = []
     # Each particle is measured inside its bounding box, as regionprops does, without the
     # cost of its generic machinery (a third of the time with ~700 particles).
@@ -166,8 +163,7 @@ def measure_particles(
         image = labels[box] == label
         ys, xs = np.nonzero(image)
         area = ys.size
-        r0, c0, r1, c1 = box[0].start, box[1].start, box[0].stop, box[1].stop
-        y, x = r0 + ys.mean(), c0 + xs.mean()
+        y, x = box[0].start + ys.mean(), box[1].start + xs.mean()
         perimeter = measure.perimeter_crofton(image, 4)
         major, minor, eccentricity = _ellipse(ys, xs)
         mean_probability = float("nan") if probability is None else np.mean(probability[box][image])
@@ -187,7 +183,7 @@ def measure_particles(
                 "circularity": min(1.0, 4 * math.pi * area / perimeter**2) if perimeter else 1.0,
                 "solidity": min(1.0, area / _convex_area(image)),
                 "mean_probability": mean_probability,
-                "touches_border": bool(r0 == 0 or c0 == 0 or r1 == height or c1 == width),
+                "touches_border": _touches_border(box, mask.shape),
             }
         )
     return pd.DataFrame(rows, columns=list(PARTICLE_COLUMNS))

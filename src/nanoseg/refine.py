@@ -100,31 +100,28 @@ def refine_outlines(
     reach = int(TRUNCATE * sigma + 0.5)  # the Gaussian kernel's half-width, px
     image = np.asarray(image, dtype=np.float32)
     small = areas < np.pi * (MIN_DIAMETER_PX / 2) ** 2
-    boxes = [
-        None if small[index] else _box(found, 2 * band + 1, mask.shape)
-        for index, found in enumerate(ndimage.find_objects(labels))
-    ]
-    # Where particles are sparse, smoothing only each box (widened by the kernel's reach, so
-    # the values inside equal those of the whole smoothed image) is far cheaper than
-    # smoothing the whole image; where their boxes cover much of it, the whole image is
-    # smoothed once.
-    wide = [None if box is None else _box(box, reach, mask.shape) for box in boxes]
-    covered = sum(_area(box) for box in wide if box is not None)
+    # Particles to refine: label, box (with room for the ring), and the box widened by the
+    # smoothing kernel's reach.
+    jobs = []
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if not small[index - 1]:
+            box = _box(found, 2 * band + 1, mask.shape)
+            jobs.append((index, box, _box(box, reach, mask.shape)))
+    # Where particles are sparse, smoothing only each widened box (the values inside its box
+    # then equal those of the whole smoothed image) is far cheaper than smoothing the whole
+    # image; where their boxes cover much of it, the whole image is smoothed once.
     smooth_all = None
-    if covered > BOX_SMOOTHING_LIMIT * mask.size:
+    if sum(_area(wide) for _, _, wide in jobs) > BOX_SMOOTHING_LIMIT * mask.size:
         smooth_all = ndimage.gaussian_filter(image, sigma, truncate=TRUNCATE)
     # The core is the particle less everything within band / 2 (chessboard) of its edge.
     core_size = 2 * (band // 2) + 1
     out = mask.copy()
-    for index, (box, widened) in enumerate(zip(boxes, wide, strict=True), start=1):
-        if box is None or widened is None:
-            continue
+    for index, box, wide in jobs:
         if smooth_all is None:
             inner = tuple(
-                slice(b.start - w.start, b.stop - w.start)
-                for b, w in zip(box, widened, strict=True)
+                slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, wide, strict=True)
             )
-            smooth = ndimage.gaussian_filter(image[widened], sigma, truncate=TRUNCATE)[inner]
+            smooth = ndimage.gaussian_filter(image[wide], sigma, truncate=TRUNCATE)[inner]
         else:
             smooth = smooth_all[box]
         near = labels[box]
