@@ -140,3 +140,25 @@ def test_fill_holes_matches_scipy() -> None:
     for density in (0.3, 0.5, 0.7):
         mask = ndimage.binary_opening(rng.random((60, 70)) < density)
         np.testing.assert_array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+def test_threads_do_not_change_the_outlines() -> None:
+    shape = (200, 240)
+    centres = [((40, 50), 16), ((110, 140), 20), ((160, 60), 14), ((60, 190), 18)]
+    image = _image([_disc(shape, c, r) for c, r in centres], seed=5)
+    mask = np.any([_disc(shape, c, r + 3) for c, r in centres], axis=0)
+    one = refine_outlines(image, mask, threads=1)
+    np.testing.assert_array_equal(refine_outlines(image, mask, threads=2), one)
+    assert not np.array_equal(one, mask)
+
+
+def test_grow_matches_scipy_maximum_filter() -> None:
+    from nanoseg.refine import _grow
+
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        height, width = rng.integers(1, 40, size=2)
+        reach = int(rng.integers(0, 15))
+        mask = rng.random((height, width)) < 0.05
+        expected = ndimage.maximum_filter(mask.view(np.uint8), size=2 * reach + 1)
+        np.testing.assert_array_equal(_grow(mask, reach), expected.view(bool))

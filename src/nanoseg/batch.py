@@ -53,8 +53,8 @@ class BatchOptions:
     tta: str = "none"
     threshold: float | None = None
     min_area_nm2: float | None = None
-    tile: int = 1024
-    overlap: int = 64
+    tile: int = 2048
+    overlap: int = 32
     precision: str = "auto"  # network arithmetic: auto, float32 or bfloat16
     edge: str = "contrast"  # particle outlines: half-contrast edge, or the network's own
     edge_level: float = 0.5

@@ -1,12 +1,17 @@
 """Run a network on tiles and on whole micrographs of any size.
 
-A whole micrograph is cut into overlapping tiles. Each tile's probability map is weighted by a
-window that is 1 in the middle and falls smoothly (raised cosine) to nearly 0 over the `overlap`
-pixels at each edge, where a convolutional network sees zero padding instead of image; the
-weighted maps are summed and divided by the summed weights. The image is first extended by
-reflection by `overlap` pixels on every side, so the micrograph's own edges are predicted from
-the middle of a tile too. Because the window is separable and the tiles lie on a grid, the
-summed weight is the outer product of two 1-D sums and needs no array of its own.
+A whole micrograph is cut into overlapping tiles whose probability maps are blended into one.
+Near a tile's edge a convolutional network sees zero padding instead of image, and its output
+there differs from what it gives with the image around (by up to 0.6 in probability for the
+bundled model). So each tile's outputs within the network's receptive radius
+(:attr:`nanoseg.model.UNetConfig.receptive_radius`) of an edge shared with another tile get
+no weight; beyond that a raised-cosine ramp of `overlap` pixels hands over to the neighbour,
+whose outputs there are equally free of padding. The blended map therefore equals, up to
+rounding, the map of one pass over the whole micrograph: no seams. The micrograph is first
+extended by reflection by the same radius, so its own edges are predicted with image-like
+context as well. Tiles start at multiples of ``2**depth`` pixels, the shifts the network's
+pooling grid keeps, and the blending weights are separable, so the summed weight is the
+outer product of two 1-D sums and needs no array of its own.
 """
 
 from __future__ import annotations
@@ -90,50 +95,60 @@ def _predict_batch(model: UNet, batch: np.ndarray, tta: str) -> np.ndarray:
     return (total / TTA_MODES[tta]).numpy()
 
 
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """1-D blending weights of one tile: raised-cosine ramps of `overlap` px at both ends.
+def blend_window(
+    tile: int, overlap: int, margin: int = 0, *, start: bool = True, end: bool = True
+) -> np.ndarray:
+    """1-D blending weights of one tile.
 
     Parameters
     ----------
     tile : int
         Tile side in pixels.
     overlap : int
-        Ramp length in pixels (``0 <= 2 * overlap <= tile``).
+        Length in pixels of the raised-cosine ramp at each blended end.
+    margin : int
+        Pixels of zero weight before each ramp, at the tile's very ends.
+    start, end : bool
+        Whether the first / last end is blended with a neighbouring tile; an end that is not
+        keeps weight 1 up to the edge.
 
     Returns
     -------
     numpy.ndarray
-        float64 ``(tile,)`` in (0, 1]; never exactly 0, so every pixel has some weight.
+        float64 ``(tile,)`` in [0, 1]; the ramps of two neighbours that overlap by
+        ``2 * margin + overlap`` pixels sum to 1.
     """
     weights = np.ones(tile)
-    if overlap > 0:
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
-        weights[:overlap] = ramp
-        weights[tile - overlap :] = ramp[::-1]
-    return np.maximum(weights, 1e-6)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
+    if start:
+        weights[:margin] = 0
+        weights[margin : margin + overlap] = ramp
+    if end:
+        weights[tile - margin - overlap : tile - margin] = ramp[::-1]
+        weights[tile - margin :] = 0
+    return weights
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _tile_size(length: int, largest: int, overlap: int, multiple: int) -> int:
+def _tile_size(length: int, largest: int, span: int, multiple: int) -> int:
     """The smallest tile side (a multiple of `multiple`, at most `largest`) that covers
-    `length` with as few tiles as `largest` would: little work is wasted in the overlaps."""
+    `length` with as few tiles, overlapping by `span`, as `largest` would: little work is
+    wasted in the overlaps."""
     if length <= largest:
         return length
-    count = math.ceil((length - 2 * overlap) / (largest - 2 * overlap))
-    return min(
-        largest, _round_up(math.ceil((length + 2 * overlap * (count - 1)) / count), multiple)
-    )
+    count = math.ceil((length - span) / (largest - span))
+    return min(largest, _round_up(math.ceil((length + span * (count - 1)) / count), multiple))
 
 
 def predict_image(
     model: UNet,
     image: np.ndarray,
     *,
-    tile: int = 1024,
-    overlap: int = 64,
+    tile: int = 2048,
+    overlap: int = 32,
     tta: TTA = "none",
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
@@ -146,12 +161,12 @@ def predict_image(
     image : numpy.ndarray
         float32 ``(height, width)``, preprocessed like the model's training tiles.
     tile : int
-        Tile side in pixels (rounded up to a multiple of ``2**depth``); larger tiles waste less
-        work in the overlaps but need more memory (about 0.2 GB per 1024 px tile for the
-        paper's widths).
+        Largest tile side in pixels (rounded up to a multiple of ``2**depth``, and to at least
+        twice the overlap between tiles, ``2 * receptive_radius + overlap``); larger tiles
+        waste less work in the overlaps but need more memory (about 0.2 GB per million
+        pixels for the paper's widths).
     overlap : int
-        Pixels over which neighbouring tiles are blended, and the reflected border added around
-        the micrograph.
+        Length in pixels of the ramp over which neighbouring tiles are blended.
     tta : {"none", "flip", "d4"}
         Average over 1, 4 (mirrors) or 8 (mirrors and transposes) symmetric copies.
     batch_size : int
@@ -169,43 +184,57 @@ def predict_image(
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
     multiple = 2**model.config.depth
+    margin = model.config.receptive_radius
+    # Tiles overlap by `span`, a multiple of the pooling grid; what the rounding adds
+    # lengthens the ramp.
+    span = _round_up(2 * margin + overlap, multiple)
+    ramp = span - 2 * margin
     height, width = image.shape
-    padded = np.pad(image.astype(np.float32, copy=False), overlap, mode="reflect")
-    # Round the padded field up to the network's multiple; a field smaller than a tile is one
-    # tile of its own (rounded) size.
-    shape = tuple(_round_up(n, multiple) for n in padded.shape)
-    padded = np.pad(
-        padded, [(0, s - n) for s, n in zip(shape, padded.shape, strict=True)], "reflect"
-    )
-    tiles = tuple(_tile_size(s, _round_up(tile, multiple), overlap, multiple) for s in shape)
-    stride = tuple(max(multiple, t - 2 * overlap) for t in tiles)
-    rows = tile_origins(shape[0], tiles[0], stride[0])
-    cols = tile_origins(shape[1], tiles[1], stride[1])
-    windows = [
-        blend_window(t, overlap if len(o) > 1 else 0)
-        for t, o in zip(tiles, (rows, cols), strict=True)
+    # Extend by reflection by at least the receptive radius, to a field whose sides are
+    # multiples of the network's; as evenly as possible on both sides, so that a mirrored
+    # micrograph lies on the pooling grid as the original does (for TTA).
+    pads = []
+    for n in image.shape:
+        extra = _round_up(n + 2 * margin, multiple) - n
+        pads.append((extra // 2, extra - extra // 2))
+    padded = np.pad(image.astype(np.float32, copy=False), pads, mode="reflect")
+    shape = padded.shape
+    largest = max(_round_up(tile, multiple), 2 * span)
+    tiles = tuple(_tile_size(s, largest, span, multiple) for s in shape)
+    origins = [
+        tile_origins(n, t, max(multiple, t - span)) for n, t in zip(shape, tiles, strict=True)
     ]
+    # Per axis: each tile's window (blended only towards its neighbours) and their sum.
+    windows: list[list[np.ndarray]] = []
     sums = []
-    for n, t, origins, window in zip(shape, tiles, (rows, cols), windows, strict=True):
-        total = np.zeros(n)
-        for o in origins:
-            total[o : o + t] += window
+    for n, t, starts in zip(shape, tiles, origins, strict=True):
+        axis = [
+            blend_window(t, ramp, margin, start=i > 0, end=i < len(starts) - 1).astype(np.float32)
+            for i in range(len(starts))
+        ]
+        total = np.zeros(n, dtype=np.float32)
+        for o, w in zip(starts, axis, strict=True):
+            total[o : o + t] += w
+        windows.append(axis)
         sums.append(total)
-    weight = np.outer(windows[0], windows[1]).astype(np.float32)
     out = np.zeros(shape, dtype=np.float32)
-    positions = [(r, c) for r in rows for c in cols]
-    for start in range(0, len(positions), batch_size):
-        chunk = positions[start : start + batch_size]
-        batch = np.stack([padded[r : r + tiles[0], c : c + tiles[1]] for r, c in chunk])
+    positions = [(r, c, i, j) for i, r in enumerate(origins[0]) for j, c in enumerate(origins[1])]
+    for first in range(0, len(positions), batch_size):
+        chunk = positions[first : first + batch_size]
+        batch = np.stack([padded[r : r + tiles[0], c : c + tiles[1]] for r, c, _, _ in chunk])
         proba = _predict_batch(model, batch, tta if tiles[0] == tiles[1] else _no_transpose(tta))
-        for (r, c), p in zip(chunk, proba, strict=True):
-            out[r : r + tiles[0], c : c + tiles[1]] += p * weight
+        for (r, c, i, j), p in zip(chunk, proba, strict=True):
+            p *= windows[0][i][:, None]
+            p *= windows[1][j][None, :]
+            out[r : r + tiles[0], c : c + tiles[1]] += p
         if progress is not None:
-            progress(min(start + batch_size, len(positions)), len(positions))
+            progress(min(first + batch_size, len(positions)), len(positions))
     # The summed weights are separable too: two broadcast divisions, no full-size array.
-    out /= sums[0].astype(np.float32)[:, None]
-    out /= sums[1].astype(np.float32)[None, :]
-    return np.clip(out[overlap : overlap + height, overlap : overlap + width], 0, 1)
+    top, left = pads[0][0], pads[1][0]
+    inner = out[top : top + height, left : left + width]
+    inner /= sums[0][top : top + height, None]
+    inner /= sums[1][None, left : left + width]
+    return np.clip(inner, 0, 1, out=np.ascontiguousarray(inner))
 
 
 def _no_transpose(tta: str) -> str:

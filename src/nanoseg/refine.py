@@ -27,8 +27,13 @@ Each particle is refined on its own, inside a box around it:
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
+
+from nanoseg.measure import EIGHT_CONNECTED
 
 __all__ = ["EDGES", "refine_outlines"]
 
@@ -63,6 +68,7 @@ def refine_outlines(
     level: float = 0.5,
     min_contrast: float = 2.0,
     min_area_px: float = 0.0,
+    threads: int = 1,
 ) -> np.ndarray:
     """Snap each particle's outline to the point where its contrast falls to `level`.
 
@@ -81,6 +87,9 @@ def refine_outlines(
         this many standard deviations of the surroundings.
     min_area_px : float
         Pieces of a refined particle smaller than this are dropped.
+    threads : int
+        Threads: particles refined at once (most of the work runs outside Python's lock);
+        the result does not depend on it.
 
     Returns
     -------
@@ -90,7 +99,7 @@ def refine_outlines(
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, not {level}")
     mask = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
     if n == 0:
         return mask
     areas = np.bincount(labels.ravel())[1:]
@@ -107,16 +116,17 @@ def refine_outlines(
         if not small[index - 1]:
             box = _box(found, 2 * band + 1, mask.shape)
             jobs.append((index, box, _box(box, reach, mask.shape)))
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
     # Where particles are sparse, smoothing only each widened box (the values inside its box
     # then equal those of the whole smoothed image) is far cheaper than smoothing the whole
     # image; where their boxes cover much of it, the whole image is smoothed once.
     smooth_all = None
     if sum(_area(wide) for _, _, wide in jobs) > BOX_SMOOTHING_LIMIT * mask.size:
-        smooth_all = ndimage.gaussian_filter(image, sigma, truncate=TRUNCATE)
+        smooth_all = _smooth(image, sigma, reach, pool, threads)
     # The core is the particle less everything within band / 2 (chessboard) of its edge.
-    core_size = 2 * (band // 2) + 1
-    out = mask.copy()
-    for index, box, wide in jobs:
+
+    def refine(job: tuple[int, tuple[slice, slice], tuple[slice, slice]]) -> np.ndarray | None:
+        index, box, wide = job
         if smooth_all is None:
             inner = tuple(
                 slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, wide, strict=True)
@@ -126,18 +136,73 @@ def refine_outlines(
             smooth = smooth_all[box]
         near = labels[box]
         particle = near == index
-        core = ndimage.minimum_filter(particle.view(np.uint8), size=core_size).view(bool)
-        refined = _refine_one(smooth, near, particle, core, band, level, min_contrast, min_area_px)
+        core = ~_grow(~particle, band // 2)
+        return _refine_one(smooth, near, particle, core, band, level, min_contrast, min_area_px)
+
+    out = mask.copy()
+    # Outlines are computed in parallel but written in particle order, as one thread would.
+    results = map(refine, jobs) if pool is None else pool.map(refine, jobs)
+    for (index, box, _), refined in zip(jobs, results, strict=True):
         if refined is not None:
             view = out[box]
-            view &= ~particle
+            view &= labels[box] != index
             view |= refined
+    if pool is not None:
+        pool.shutdown()
     return out
 
 
+def _smooth(
+    image: np.ndarray, sigma: float, reach: int, pool: ThreadPoolExecutor | None, parts: int
+) -> np.ndarray:
+    """`image` smoothed by a Gaussian, in `parts` strips of rows at once; each strip is
+    widened by the kernel's `reach`, so the result equals one call on the whole image."""
+    if pool is None:
+        return ndimage.gaussian_filter(image, sigma, truncate=TRUNCATE)
+    height = image.shape[0]
+    cuts = np.linspace(0, height, parts + 1).astype(int)
+
+    def strip(rows: tuple[int, int]) -> np.ndarray:
+        start, stop = max(rows[0] - reach, 0), min(rows[1] + reach, height)
+        smooth = ndimage.gaussian_filter(image[start:stop], sigma, truncate=TRUNCATE)
+        return smooth[rows[0] - start : rows[1] - start]
+
+    return np.concatenate(list(pool.map(strip, itertools.pairwise(cuts))))
+
+
 def _grow(mask: np.ndarray, reach: int) -> np.ndarray:
-    """Pixels within chessboard distance `reach` of `mask`."""
-    return ndimage.maximum_filter(mask.view(np.uint8), size=2 * reach + 1).view(bool)
+    """Pixels within chessboard distance `reach` of bool `mask` (2-D), inside its bounds.
+
+    The same as a maximum filter of size ``2 * reach + 1``, by a few shifted ORs per axis
+    (each doubling the window), several times cheaper on the small boxes refined here.
+    """
+    for axis in (0, 1):
+        mask = _grow_along(mask, reach, axis)
+    return mask
+
+
+def _grow_along(mask: np.ndarray, reach: int, axis: int) -> np.ndarray:
+    """Pixels within `reach` of `mask` along one axis."""
+    length = mask.shape[axis]
+    shape = list(mask.shape)
+    shape[axis] += 2 * reach
+    grown = np.zeros(shape, dtype=bool)
+    grown[_along(axis, reach, reach + length)] = mask
+    # grown[i] holds whether any of the `window` pixels up to i is set; each OR with a copy
+    # shifted by `step` lengthens the window by `step` (NumPy buffers the overlapping operands).
+    window, total = 1, 2 * reach + 1
+    while window < total:
+        step = min(window, total - window)
+        grown[_along(axis, step, None)] |= grown[_along(axis, None, -step)]
+        window += step
+    return grown[_along(axis, 2 * reach, 2 * reach + length)]
+
+
+def _along(axis: int, start: int | None, stop: int | None) -> tuple[slice, slice]:
+    """The index ``[start:stop]`` along `axis` of a 2-D array."""
+    index = [slice(None), slice(None)]
+    index[axis] = slice(start, stop)
+    return tuple(index)  # type: ignore[return-value]
 
 
 def _refine_one(
@@ -173,7 +238,7 @@ def _refine_one(
     # The network decides what is a particle; this step moves outlines and may split particles
     # the network merged, but noise must not shatter one: pieces that overlap the old mask
     # are kept when at least a fifth of the largest such piece.
-    pieces, _ = ndimage.label(refined, structure=np.ones((3, 3)))
+    pieces, _ = ndimage.label(refined, structure=EIGHT_CONNECTED)
     sizes = np.bincount(pieces.ravel())
     sizes[0] = 0
     overlap = np.bincount(pieces[refined & particle], minlength=sizes.size)
@@ -183,7 +248,9 @@ def _refine_one(
     kept = np.flatnonzero((sizes >= MIN_PIECE * sizes.max()) & (sizes >= min_area_px))
     if kept.size == 0:
         return None
-    return _fill_holes(np.isin(pieces, kept))
+    keep = np.zeros(sizes.size, dtype=bool)
+    keep[kept] = True
+    return _fill_holes(keep[pieces])
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:

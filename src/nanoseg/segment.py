@@ -256,7 +256,10 @@ def particle_result(
         min_area_px = MIN_AREA_PX_UNKNOWN_SCALE
     mask = clean_mask(probability > threshold, min_area_px)
     if edge_level is not None:
-        mask = refine_outlines(mic.data, mask, edge_level, min_area_px=min_area_px)
+        # As many threads as the network uses: one setting decides how much of the CPU a
+        # micrograph takes (batch workers set it to 1).
+        threads = torch.get_num_threads()
+        mask = refine_outlines(mic.data, mask, edge_level, min_area_px=min_area_px, threads=threads)
     return SegmentResult(
         mask=mask,
         probability=probability,
@@ -315,8 +318,8 @@ class Segmenter:
         tta: str = "none",
         threshold: float | None = None,
         min_area_nm2: float | None = None,
-        tile: int = 1024,
-        overlap: int = 64,
+        tile: int = 2048,
+        overlap: int = 32,
         precision: str = "auto",
         edge: str = "contrast",
         edge_level: float = 0.5,
@@ -331,8 +334,8 @@ class Segmenter:
             raise NanosegError(f"--edge must be one of {', '.join(EDGES)}, not '{edge}'")
         if not 0 < edge_level < 1:
             raise NanosegError(f"--edge-level must be between 0 and 1, not {edge_level}")
-        if overlap < 0 or 2 * overlap >= tile:
-            raise NanosegError(f"overlap {overlap} must be less than half the tile ({tile})")
+        if overlap < 1 or tile < 1:
+            raise NanosegError(f"tile ({tile}) and overlap ({overlap}) must be positive")
         self.model = model.eval()
         self.precision = resolve_precision(precision)
         # The same maps with fewer memory passes: BatchNorm folded, channels-last layout.

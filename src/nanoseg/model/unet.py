@@ -87,6 +87,18 @@ class UNetConfig:
         """Number of encoder (and decoder) levels; input sides must be multiples of 2**depth."""
         return len(self.widths)
 
+    @property
+    def receptive_radius(self) -> int:
+        """Input pixels on either side of an output pixel that can change it (an upper bound).
+
+        Per level at scale ``s = 2**level``: the encoder's 3x3 convolution and 2x2 max-pool
+        reach ``s`` each, the decoder's nearest upsampling ``s`` and its two convolutions
+        ``2 s``; the centre's two convolutions reach ``2 * 2**depth``: ``7 * 2**depth - 5``
+        in all (107 px for depth 4). Tiled prediction keeps outputs this far from a tile's
+        edge, where the convolutions see no zero padding.
+        """
+        return 7 * 2**self.depth - 5
+
     def describe(self) -> str:
         """One line, e.g. ``"U-Net widths 4-8-16-32, batch norm, dropout 0.2"``."""
         widths = "-".join(str(w) for w in self.widths)
