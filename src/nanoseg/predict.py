@@ -234,7 +234,10 @@ def predict_image(
     inner = out[top : top + height, left : left + width]
     inner /= sums[0][top : top + height, None]
     inner /= sums[1][None, left : left + width]
-    return np.clip(inner, 0, 1, out=np.ascontiguousarray(inner))
+    probability = np.ascontiguousarray(inner)
+    # In place: np.clip on float32 costs up to 5x more on this scale.
+    np.maximum(probability, 0, out=probability)
+    return np.minimum(probability, 1, out=probability)
 
 
 def _no_transpose(tta: str) -> str:
