@@ -116,49 +116,46 @@ def refine_outlines(
         if not small[index - 1]:
             box = _box(found, 2 * band + 1, mask.shape)
             jobs.append((index, box, _box(box, reach, mask.shape)))
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    # Where particles are sparse, smoothing only each widened box (the values inside its box
-    # then equal those of the whole smoothed image) is far cheaper than smoothing the whole
-    # image; where their boxes cover much of it, the whole image is smoothed once.
-    smooth_all = None
-    if sum(_area(wide) for _, _, wide in jobs) > BOX_SMOOTHING_LIMIT * mask.size:
-        smooth_all = _smooth(image, sigma, reach, pool, threads)
-    # The core is the particle less everything within band / 2 (chessboard) of its edge.
-
-    def refine(job: tuple[int, tuple[slice, slice], tuple[slice, slice]]) -> np.ndarray | None:
-        index, box, wide = job
-        if smooth_all is None:
-            inner = tuple(
-                slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, wide, strict=True)
-            )
-            smooth = ndimage.gaussian_filter(image[wide], sigma, truncate=TRUNCATE)[inner]
-        else:
-            smooth = smooth_all[box]
-        near = labels[box]
-        particle = near == index
-        core = ~_grow(~particle, band // 2)
-        return _refine_one(smooth, near, particle, core, band, level, min_contrast, min_area_px)
-
+    threads = max(1, threads)
     out = mask.copy()
-    # Outlines are computed in parallel but written in particle order, as one thread would.
-    results = map(refine, jobs) if pool is None else pool.map(refine, jobs)
-    for (index, box, _), refined in zip(jobs, results, strict=True):
-        if refined is not None:
-            view = out[box]
-            view &= labels[box] != index
-            view |= refined
-    if pool is not None:
-        pool.shutdown()
+    with ThreadPoolExecutor(threads) as pool:
+        # Where particles are sparse, smoothing only each widened box (the values inside its
+        # box then equal those of the whole smoothed image) is far cheaper than smoothing the
+        # whole image; where their boxes cover much of it, the whole image is smoothed once.
+        smooth_all = None
+        if sum(_area(wide) for _, _, wide in jobs) > BOX_SMOOTHING_LIMIT * mask.size:
+            smooth_all = _smooth(image, sigma, reach, pool, threads)
+
+        def refine(job: tuple[int, tuple[slice, slice], tuple[slice, slice]]) -> np.ndarray | None:
+            index, box, wide = job
+            if smooth_all is None:
+                inner = tuple(
+                    slice(b.start - w.start, b.stop - w.start)
+                    for b, w in zip(box, wide, strict=True)
+                )
+                smooth = ndimage.gaussian_filter(image[wide], sigma, truncate=TRUNCATE)[inner]
+            else:
+                smooth = smooth_all[box]
+            near = labels[box]
+            particle = near == index
+            # The core: the particle less everything within band / 2 (chessboard) of its edge.
+            core = ~_grow(~particle, band // 2)
+            return _refine_one(smooth, near, particle, core, band, level, min_contrast, min_area_px)
+
+        # Outlines are computed in parallel but written in particle order, as one thread would.
+        for (index, box, _), refined in zip(jobs, pool.map(refine, jobs), strict=True):
+            if refined is not None:
+                view = out[box]
+                view &= labels[box] != index
+                view |= refined
     return out
 
 
 def _smooth(
-    image: np.ndarray, sigma: float, reach: int, pool: ThreadPoolExecutor | None, parts: int
+    image: np.ndarray, sigma: float, reach: int, pool: ThreadPoolExecutor, parts: int
 ) -> np.ndarray:
     """`image` smoothed by a Gaussian, in `parts` strips of rows at once; each strip is
     widened by the kernel's `reach`, so the result equals one call on the whole image."""
-    if pool is None:
-        return ndimage.gaussian_filter(image, sigma, truncate=TRUNCATE)
     height = image.shape[0]
     cuts = np.linspace(0, height, parts + 1).astype(int)
 
@@ -216,9 +213,9 @@ def _refine_one(
     min_area_px: float,
 ) -> np.ndarray | None:
     """The refined mask of one particle inside its box, or None to keep the network's."""
-    # Square neighbourhoods (chessboard distance) by separable maximum filters: exact enough
-    # for bands of a few pixels and far cheaper than Euclidean distance transforms, which
-    # matters with thousands of particles per micrograph.
+    # Square neighbourhoods (chessboard distance, :func:`_grow`): exact enough for bands of a
+    # few pixels and far cheaper than Euclidean distance transforms, which matters with
+    # thousands of particles per micrograph.
     territory = _grow(particle, band)
     ring = _grow(particle, 2 * band) & ~territory & (labels == 0)
     if np.count_nonzero(ring) < 5:
@@ -245,11 +242,9 @@ def _refine_one(
     sizes[overlap == 0] = 0
     if not sizes.any():
         return None
-    kept = np.flatnonzero((sizes >= MIN_PIECE * sizes.max()) & (sizes >= min_area_px))
-    if kept.size == 0:
+    keep = (sizes >= MIN_PIECE * sizes.max()) & (sizes >= min_area_px)  # never the background
+    if not keep.any():
         return None
-    keep = np.zeros(sizes.size, dtype=bool)
-    keep[kept] = True
     return _fill_holes(keep[pieces])
 
 
