@@ -36,7 +36,8 @@ clean:
 # 2 CPU cores (see docs/training.md).
 WORK ?= runs/builtin
 NANOSEG := $(VENV)/bin/nanoseg
-SIM := --size 512 --workers 2 --variants 8
+SIM_EXTRA ?=
+SIM := --size 512 --workers 2 --variants 8 $(SIM_EXTRA)
 builtin-model: $(STAMP)
 	$(NANOSEG) simulate $(WORK)/sim-hrtem --n 1000 --materials au,pd,cdse \
 		--pixel-size 0.02:0.05 --seed 0 $(SIM)

@@ -87,6 +87,27 @@ def test_same_seed_same_bytes_other_seed_other_bytes(reference: Path, tmp_path: 
     ).read_bytes()
 
 
+def test_film_roughness_changes_only_the_carbon(reference: Path, tmp_path: Path):
+    rough = simulate(tmp_path / "rough", 4, seed=7, film_roughness=True, **SMALL)
+    for i in range(4):
+        stem = f"sim_{i:05d}"
+        plain = json.loads((reference / "metadata" / f"{stem}.json").read_text())
+        meta = json.loads((rough / "metadata" / f"{stem}.json").read_text())
+        assert plain["carbon_roughness_nm"] == 0.0
+        assert 0.1 <= meta["carbon_roughness_nm"] <= min(2.5, meta["carbon_thickness_nm"] / 3)
+        assert 0.3 <= meta["carbon_roughness_length_nm"] <= 2.0
+        # Same particles, optics and labels: the roughness has a random stream of its own.
+        for key in ("particles", "defocus_nm", "dose_e_per_a2", "carbon_thickness_nm"):
+            assert meta[key] == plain[key]
+        assert (rough / "labels" / f"{stem}.png").read_bytes() == (
+            reference / "labels" / f"{stem}.png"
+        ).read_bytes()
+        assert not np.array_equal(
+            read_micrograph(rough / "images" / f"{stem}.mrc").data,
+            read_micrograph(reference / "images" / f"{stem}.mrc").data,
+        )
+
+
 def test_interrupted_run_continues_to_the_same_result(reference: Path, tmp_path: Path):
     out = tmp_path / "resumed"
     simulate(out, 4, seed=7, **SMALL)
@@ -167,6 +188,24 @@ def test_carbon_screen_has_the_atomistic_spectrum():
     band = (k > 0.3) & (k < 1.2)
     target = np.interp(k[band], k_axis, psd) * thickness * optics.sigma(energy) ** 2
     assert power[band].mean() / target.mean() == pytest.approx(1.0, rel=0.05)
+
+
+def test_roughness_screen_has_the_requested_thickness_and_correlation():
+    sampling, rms, length, energy = 0.5, 8.0, 10.0, 300e3
+    phase = optics.roughness_screen(
+        (512, 512), sampling, rms, length, energy, np.random.default_rng(1)
+    )
+    thickness = phase / (optics.sigma(energy) * optics.CARBON_INNER_POTENTIAL)
+    assert thickness.std() == pytest.approx(rms, rel=1e-3)
+    # Gaussian correlation: exp(-1) of the variance at a lag of `length`.
+    lag = round(length / sampling)
+    correlation = np.mean(thickness * np.roll(thickness, lag, axis=1)) / thickness.var()
+    assert correlation == pytest.approx(np.exp(-1), abs=0.05)
+    # Its own stream: the same generator state gives the same film.
+    again = optics.roughness_screen(
+        (512, 512), sampling, rms, length, energy, np.random.default_rng(1)
+    )
+    np.testing.assert_array_equal(phase, again)
 
 
 @pytest.mark.parametrize(

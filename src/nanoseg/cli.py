@@ -138,6 +138,13 @@ def simulate(
     ] = 10,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    film_roughness: Annotated[
+        bool,
+        typer.Option(
+            "--film-roughness",
+            help="Vary the carbon film's thickness (more speckle at medium magnification).",
+        ),
+    ] = False,
 ) -> None:
     """Simulate labelled TEM micrographs: multislice (abTEM), lens, dose noise and camera."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -167,6 +174,7 @@ def simulate(
             variants=variants,
             seed=seed,
             workers=workers,
+            film_roughness=film_roughness,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     typer.echo(f"{n} micrographs in {out}/images, labels in {out}/labels, table {out}/metadata.csv")

@@ -44,6 +44,7 @@ class SceneSettings:
     pixel_size: tuple[float, float]
     particle_size: tuple[float, float] = (1.5, 10.0)
     variants: int = 10
+    film_roughness: bool = False  # add the film's thickness variation (see plan_scene)
 
 
 @dataclass
@@ -82,10 +83,13 @@ class Scene:
     size: int
     voltage_kv: float
     carbon_nm: float
+    roughness_nm: float  # RMS of the film's thickness variation
+    roughness_length_nm: float  # its correlation length
     particles: list[Particle]  # the distinct particles simulated (at most MAX_DISTINCT)
     placements: list[Placement]  # where each particle of the field is, and which one it is
     imaging: list[Imaging]
     rng: np.random.Generator = field(repr=False)
+    film_rng: np.random.Generator = field(repr=False)  # the film's roughness only
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -148,6 +152,15 @@ def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
     voltage = float(rng.choice([200.0, 300.0]))
     # Grids for medium magnification usually carry thicker, standard carbon films.
     carbon = float(rng.uniform(2.0, 20.0 if pixel_size > 0.05 else 10.0))
+    # The film's thickness varies on a nanometre scale (evaporated carbon is rough and of uneven
+    # density); at medium magnification that, not the atomic disorder, is the carbon's visible
+    # speckle. Drawn from a stream of its own so the scene's other draws stay as they were.
+    # Off by default: the bundled model was trained without it (docs/simulation.md).
+    film = np.random.default_rng(np.random.SeedSequence([seed, index, 1]))
+    roughness = roughness_length = 0.0
+    if settings.film_roughness:
+        roughness = min(_log_uniform(film, 0.1, 2.5), carbon / 3)
+        roughness_length = _log_uniform(film, 0.3, 2.0)
     imaging = [
         _random_imaging(rng, pixel_size, settings.size, voltage) for _ in range(settings.variants)
     ]
@@ -158,10 +171,13 @@ def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
         size=settings.size,
         voltage_kv=voltage,
         carbon_nm=carbon,
+        roughness_nm=roughness,
+        roughness_length_nm=roughness_length,
         particles=particles,
         placements=placements,
         imaging=imaging,
         rng=rng,
+        film_rng=film,
     )
 
 
@@ -362,6 +378,16 @@ def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, A
         psi = optics.propagate(
             psi * np.exp(1j * phase).astype(np.complex64), sampling, thickness, energy
         )
+    if scene.roughness_nm > 0:
+        phase = optics.roughness_screen(
+            (n, n),
+            sampling,
+            scene.roughness_nm * 10,
+            scene.roughness_length_nm * 10,
+            energy,
+            scene.film_rng,
+        )
+        psi *= np.exp(1j * phase).astype(np.complex64)
 
     crop = slice(off, off + scene.size * OVERSAMPLE)
     results = []
@@ -394,6 +420,8 @@ def render_scene(scene: Scene) -> list[tuple[np.ndarray, np.ndarray, dict[str, A
             "aperture_mrad": imaging.aperture_mrad,
             "dose_e_per_a2": imaging.camera.dose,
             "carbon_thickness_nm": scene.carbon_nm,
+            "carbon_roughness_nm": scene.roughness_nm,
+            "carbon_roughness_length_nm": scene.roughness_length_nm,
             "n_particles": len(scene.placements),
             "particle_fraction": float(label.mean()),
             "camera": imaging.camera.to_dict(),
