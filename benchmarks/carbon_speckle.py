@@ -56,8 +56,12 @@ def main() -> None:
     for path in sorted((folder / "images").glob("*.png")):
         mic = read_micrograph(path)
         truth = read_label_map(folder / "masks" / path.name, shape=mic.shape)
-        ratio = speckle_ratio(mic.data, truth, median_diameter(truth) or 0.0)
-        print(f"{path.stem}: {ratio:.2f}")
+        diameter = median_diameter(truth)
+        ratio = None if diameter is None else speckle_ratio(mic.data, truth, diameter)
+        print(
+            f"{path.stem}: "
+            + ("too little carbon or particle" if ratio is None else f"{ratio:.2f}")
+        )
     for sim in args.sims:
         ratios = []
         for meta_path in sorted((sim / "metadata").glob(f"{args.prefix}*.json")):
@@ -72,6 +76,9 @@ def main() -> None:
             ratio = speckle_ratio(mic.data, truth, diameter)
             if ratio is not None:
                 ratios.append(ratio)
+        if not ratios:
+            print(f"{sim}: no micrograph at 0.1 nm/px or coarser with particles of 6 px or more")
+            continue
         r = np.array(ratios)
         q1, q2, q3 = np.percentile(r, [25, 50, 75])
         print(f"{sim}: {len(r)} micrographs, median {q2:.2f} ({q1:.2f}-{q3:.2f}), "

@@ -13,7 +13,8 @@ How one exit wave is computed (lengths in Angstrom, arrays indexed ``[row, col] 
    (random atoms with a minimum C-C distance at 2 g/cm^3, built once per process with abTEM),
    scaled with thickness. ``docs/simulation.md`` shows side by side that this film gives the
    same images and power spectra as multislice through the atoms themselves, at a fraction of
-   the cost for large fields.
+   the cost for large fields. Optionally (``--film-roughness``) one more screen,
+   :func:`roughness_screen`, adds the film's varying thickness.
 3. :func:`image` applies the objective lens with abTEM's CTF (defocus, Cs, partial temporal
    coherence as focal spread, partial spatial coherence as angular spread, optional aperture).
 
@@ -38,6 +39,7 @@ __all__ = [
     "particle_exit_wave",
     "particle_sampling",
     "propagate",
+    "roughness_screen",
 ]
 
 #: Target sampling of the particle multislice, A; coarser than ~0.08 A misrepresents the
@@ -57,6 +59,8 @@ BOX_MARGIN = 10.0
 #: Thickness of the atomistic carbon block whose potential spectrum the film reproduces, A.
 _CARBON_BLOCK = (48.0, 48.0, 30.0)
 _CARBON_SAMPLING = 0.05
+#: Mean inner potential of amorphous carbon, V (measured 7.8-10.7 V for densities 1.6-2.2).
+CARBON_INNER_POTENTIAL = 9.0
 
 
 def configure_abtem() -> None:
@@ -300,6 +304,48 @@ def _coloured_noise(amplitude: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return sfft.ifft2(noise * amplitude).real
 
 
+def roughness_screen(
+    shape: tuple[int, int],
+    sampling: float,
+    rms: float,
+    length: float,
+    energy: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Phase shift (rad) of a carbon film's thickness variation, as a Gaussian random field.
+
+    The atomistic spectrum of :func:`carbon_screen` is that of a film of uniform thickness and
+    density; real films also vary in thickness over a few nanometres. The extra projected
+    potential is the carbon's mean inner potential times that variation.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Grid ``(rows, cols)``.
+    sampling : float
+        Grid sampling in A.
+    rms : float
+        Root-mean-square thickness variation in A.
+    length : float
+        Its correlation length in A (1/e width of a Gaussian correlation).
+    energy : float
+        Beam energy in eV.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 phase of `shape`, zero mean.
+    """
+    k2 = _frequencies(shape, sampling)
+    # A Gaussian correlation exp(-r^2 / length^2) has the power spectrum exp(-(pi k length)^2).
+    amplitude = np.exp(-((np.pi * length) ** 2) * k2 / 2).astype(np.float32)
+    amplitude[0, 0] = 0.0
+    field = _coloured_noise(amplitude, rng)
+    field *= rms / max(float(field.std()), 1e-12)
+    return (sigma(energy) * CARBON_INNER_POTENTIAL * field).astype(np.float32)
+
+
 def image(
     psi: np.ndarray,
     sampling: float,
@@ -352,49 +398,3 @@ def image(
     result = waves.apply_ctf(ctf).intensity()
     array = result.compute().array if hasattr(result, "compute") else result.array
     return np.asarray(array, dtype=np.float32)
-
-
-#: Mean inner potential of amorphous carbon, V (measured 7.8-10.7 V for densities 1.6-2.2).
-CARBON_INNER_POTENTIAL = 9.0
-
-
-def roughness_screen(
-    shape: tuple[int, int],
-    sampling: float,
-    rms: float,
-    length: float,
-    energy: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Phase shift (rad) of a carbon film's thickness variation, as a Gaussian random field.
-
-    The atomistic spectrum of :func:`carbon_screen` is that of a film of uniform thickness and
-    density; real films also vary in thickness over a few nanometres. The extra projected
-    potential is the carbon's mean inner potential times that variation.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Grid ``(rows, cols)``.
-    sampling : float
-        Grid sampling in A.
-    rms : float
-        Root-mean-square thickness variation in A.
-    length : float
-        Its correlation length in A (1/e width of a Gaussian correlation).
-    energy : float
-        Beam energy in eV.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 phase of `shape`, zero mean.
-    """
-    k2 = _frequencies(shape, sampling)
-    # A Gaussian correlation exp(-r^2 / length^2) has the power spectrum exp(-(pi k length)^2).
-    amplitude = np.exp(-((np.pi * length) ** 2) * k2 / 2).astype(np.float32)
-    amplitude[0, 0] = 0.0
-    field = _coloured_noise(amplitude, rng)
-    field *= rms / max(float(field.std()), 1e-12)
-    return (sigma(energy) * CARBON_INNER_POTENTIAL * field).astype(np.float32)

@@ -152,9 +152,9 @@ def plan_scene(settings: SceneSettings, index: int, seed: int) -> Scene:
     voltage = float(rng.choice([200.0, 300.0]))
     # Grids for medium magnification usually carry thicker, standard carbon films.
     carbon = float(rng.uniform(2.0, 20.0 if pixel_size > 0.05 else 10.0))
-    # The film's thickness varies on a nanometre scale (evaporated carbon is rough and of uneven
-    # density); at medium magnification that, not the atomic disorder, is the carbon's visible
-    # speckle. Drawn from a stream of its own so the scene's other draws stay as they were.
+    # Real films also vary in thickness over nanometres, which adds to the carbon's speckle at
+    # medium magnification. Drawn from a stream of its own so the scene's other draws stay as
+    # they were.
     # Off by default: the bundled model was trained without it (docs/simulation.md).
     film = np.random.default_rng(np.random.SeedSequence([seed, index, 1]))
     roughness = roughness_length = 0.0
