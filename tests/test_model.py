@@ -492,16 +492,84 @@ def test_import_keras_command_writes_a_loadable_model(keras_file: Path, tmp_path
 def test_fused_network_gives_the_same_maps():
     from nanoseg.model import fuse_for_inference
 
-    torch.manual_seed(3)
-    model = paper_unet()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):  # trained-like statistics, not 0/1
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
+    model = _trained_like(UNetConfig())
     x = torch.randn(2, 1, 64, 64)
     fused = fuse_for_inference(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert torch.allclose(fused.predict_proba(x), model.predict_proba(x), atol=1e-5)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # left alone
+
+
+# ------------------------------------------------------------------------ inference network
+
+
+def _trained_like(config: UNetConfig, seed: int = 3) -> UNet:
+    """A network whose BatchNorm layers hold non-trivial statistics, as after training."""
+    torch.manual_seed(seed)
+    model = UNet(config)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+def test_transposed_kernel_equals_upsampling_then_convolution():
+    from nanoseg.model import transposed_upsample_kernel
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 5, 7, 9, dtype=torch.float64), torch.randn(3, 5, 3, 3).double()
+    upsampled = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    expected = torch.nn.functional.conv2d(upsampled, weight, padding=1)
+    kernel = transposed_upsample_kernel(weight)
+    assert kernel.shape == (5, 3, 4, 4)
+    got = torch.nn.functional.conv_transpose2d(x, kernel, stride=2, padding=1)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [UNetConfig(), UNetConfig(widths=(3, 5, 7), pool_before_relu=False), UNetConfig(n_classes=3)],
+    ids=["paper", "relu-then-pool", "three-classes"],
+)
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
+def test_inference_network_gives_the_same_maps(config: UNetConfig, onednn: bool):
+    from nanoseg.model import InferenceUNet, inference_network
+
+    model = _trained_like(config)
+    fast = inference_network(model)
+    assert isinstance(fast, InferenceUNet) and fast.config == config
+    fast._onednn = onednn and fast._onednn
+    x = torch.randn(2, 1, 64, 96)
+    assert torch.allclose(fast.predict_proba(x), model.predict_proba(x), atol=1e-5)
+    # Transposed (non-contiguous) input, as test-time augmentation passes it, and numpy.
+    xt = x.transpose(-1, -2)
+    assert torch.allclose(fast.predict_proba(xt), model.predict_proba(xt), atol=1e-5)
+    out = fast.predict_proba(x.numpy())
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (2, 64, 96)
+    assert model.training  # the trained network is left as it was
+
+
+def test_inference_network_in_bfloat16_stays_close():
+    from nanoseg.model import inference_network
+
+    model = _trained_like(UNetConfig())
+    x = torch.randn(1, 1, 128, 128)
+    half = inference_network(model, torch.bfloat16).predict_proba(x)
+    assert half.dtype == torch.float32
+    assert (half - model.predict_proba(x)).abs().max() < 0.05
+
+
+def test_inference_network_keeps_other_normalisations_as_they_are():
+    from nanoseg.model import InferenceUNet, inference_network
+
+    model = _trained_like(UNetConfig(norm="group"))
+    fast = inference_network(model)
+    assert not isinstance(fast, InferenceUNet)
+    x = torch.randn(1, 1, 32, 32)
+    assert torch.allclose(fast.predict_proba(x), model.predict_proba(x), atol=1e-5)
+    with pytest.raises(ValueError, match="only BatchNorm"):
+        InferenceUNet(model)

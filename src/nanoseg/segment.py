@@ -32,7 +32,7 @@ from nanoseg.io import (
     write_tiff,
 )
 from nanoseg.measure import PARTICLE_COLUMNS, clean_mask, interior_diameters, measure_particles
-from nanoseg.model import UNet, fuse_for_inference, load_model
+from nanoseg.model import UNet, inference_network, load_model
 from nanoseg.predict import TTA_MODES, model_scale, predict_image, preprocess
 from nanoseg.refine import EDGES, refine_outlines
 
@@ -338,10 +338,8 @@ class Segmenter:
             raise NanosegError(f"tile ({tile}) and overlap ({overlap}) must be positive")
         self.model = model.eval()
         self.precision = resolve_precision(precision)
-        # The same maps with fewer memory passes: BatchNorm folded, channels-last layout.
-        self._fast = fuse_for_inference(model).to(
-            dtype=getattr(torch, self.precision), memory_format=torch.channels_last
-        )
+        # The same maps with fewer passes over memory (nanoseg.model.inference).
+        self._fast = inference_network(model, getattr(torch, self.precision))
         self.card = card
         self.tta = tta
         self.threshold = float(card.get("threshold") or 0.5) if threshold is None else threshold

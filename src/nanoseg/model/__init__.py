@@ -32,6 +32,11 @@ from nanoseg.model.files import (
     load_model,
     save_model,
 )
+from nanoseg.model.inference import (
+    InferenceUNet,
+    inference_network,
+    transposed_upsample_kernel,
+)
 from nanoseg.model.keras import import_keras, load_keras_weights
 from nanoseg.model.unet import (
     Concat,
@@ -53,13 +58,16 @@ __all__ = [
     "ConvBlock",
     "DecoderLevel",
     "EncoderLevel",
+    "InferenceUNet",
     "UNet",
     "UNetConfig",
     "count_parameters",
     "fuse_for_inference",
     "import_keras",
+    "inference_network",
     "load_keras_weights",
     "load_model",
     "paper_unet",
     "save_model",
+    "transposed_upsample_kernel",
 ]
