@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import typer
 from scipy import ndimage
 from typer.testing import CliRunner
 
 from nanoseg.batch import BatchOptions, expand_inputs, segment_batch, unique_stems
 from nanoseg.cli import app
 from nanoseg.io import read_micrograph, write_mrc, write_png
-from nanoseg.measure import clean_mask, measure_particles
+from nanoseg.measure import clean_mask, measure_particles, typical_diameter
 from nanoseg.model import paper_unet, save_model
 from nanoseg.predict import blend_window, model_scale, predict_image
 from nanoseg.segment import Segmenter
@@ -233,6 +234,37 @@ def test_clean_mask_drops_specks_and_fills_pinholes() -> None:
     mask[30, 30] = False
     cleaned = clean_mask(mask, 20)
     assert cleaned[30, 30] and not cleaned[5, 5]
+
+
+def test_clean_mask_drops_detections_far_below_the_typical_size() -> None:
+    # Three particles 40 px across, a 6 px speck in the middle, a 6 px sliver at the border.
+    mask = _discs((200, 200), [(50, 50), (50, 150), (150, 60), (120, 120), (198, 150)],
+                  [20, 20, 20, 3, 3])  # fmt: skip
+    kept = clean_mask(mask, 0, 0.2)
+    assert not kept[120, 120]  # 6 px < 0.2 * 40 px: a speck
+    assert kept[198, 150]  # at the border: maybe part of a particle outside the field
+    assert ndimage.label(kept)[1] == 4
+    assert ndimage.label(clean_mask(mask, 0, 0.1))[1] == 5  # 6 px > 0.1 * 40 px
+    np.testing.assert_array_equal(clean_mask(mask, 0, 0.0), mask)
+
+
+def test_typical_diameter_is_not_decided_by_many_specks() -> None:
+    assert typical_diameter(np.array([30.0, 31.0, 32.0] + [3.0] * 50)) == 31.0
+    assert typical_diameter(np.array([5.0])) == 5.0
+
+
+def test_segment_drops_specks_unless_asked_not_to(model_dir: Path) -> None:
+    from nanoseg.errors import NanosegError
+    from nanoseg.segment import DEFAULT_MIN_RELATIVE_DIAMETER
+
+    seg = Segmenter.load(model_dir)
+    assert seg.settings["min_relative_diameter"] == DEFAULT_MIN_RELATIVE_DIAMETER
+    # The command line's default is the library's.
+    command = typer.main.get_command(app).commands["segment"]  # type: ignore[attr-defined]
+    option = next(p for p in command.params if p.name == "min_relative_diameter")
+    assert option.default == DEFAULT_MIN_RELATIVE_DIAMETER
+    with pytest.raises(NanosegError, match="--min-relative-diameter"):
+        Segmenter.load(model_dir, min_relative_diameter=1.5)
 
 
 # ------------------------------------------------------------------------------- segmenting

@@ -31,7 +31,14 @@ from nanoseg.baselines import ThresholdSegmenter
 from nanoseg.bragg import BraggSegmenter
 from nanoseg.errors import NanosegError
 from nanoseg.io import READ_EXTENSIONS, check_output_dir, json_ready, write_csv, write_json
-from nanoseg.segment import BUILTIN, Segmenter, builtin_model_path, output_paths, write_outputs
+from nanoseg.segment import (
+    BUILTIN,
+    DEFAULT_MIN_RELATIVE_DIAMETER,
+    Segmenter,
+    builtin_model_path,
+    output_paths,
+    write_outputs,
+)
 
 __all__ = [
     "BatchOptions",
@@ -53,6 +60,7 @@ class BatchOptions:
     tta: str = "none"
     threshold: float | None = None
     min_area_nm2: float | None = None
+    min_relative_diameter: float = DEFAULT_MIN_RELATIVE_DIAMETER
     tile: int = 2048
     overlap: int = 32
     precision: str = "auto"  # network arithmetic: auto, float32 or bfloat16
@@ -144,6 +152,7 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
         tta=options.tta,
         threshold=options.threshold,
         min_area_nm2=options.min_area_nm2,
+        min_relative_diameter=options.min_relative_diameter,
         tile=options.tile,
         overlap=options.overlap,
         precision=options.precision,

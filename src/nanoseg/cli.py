@@ -401,6 +401,13 @@ def segment(
         float,
         typer.Option(help="Fraction of the particle's contrast where --edge contrast puts it."),
     ] = 0.5,
+    min_relative_diameter: Annotated[
+        float,
+        typer.Option(
+            help="Drop detections narrower than this fraction of the micrograph's typical "
+            "particle (not at the border); 0 keeps all, e.g. for small particles beside large."
+        ),
+    ] = 0.2,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
 ) -> None:
@@ -413,6 +420,7 @@ def segment(
         tta=tta,
         threshold=threshold,
         min_area_nm2=min_area,
+        min_relative_diameter=min_relative_diameter,
         precision=precision,
         edge=edge,
         edge_level=edge_level,

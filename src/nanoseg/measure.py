@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-__all__ = ["PARTICLE_COLUMNS", "clean_mask", "interior_diameters", "measure_particles"]
+__all__ = [
+    "PARTICLE_COLUMNS",
+    "clean_mask",
+    "interior_diameters",
+    "measure_particles",
+    "typical_diameter",
+]
 
 #: Columns of a particle table, with their units.
 PARTICLE_COLUMNS: dict[str, str] = {
@@ -61,7 +67,9 @@ _CROFTON = np.array(
 )
 
 
-def clean_mask(mask: np.ndarray, min_area_px: float = 0) -> np.ndarray:
+def clean_mask(
+    mask: np.ndarray, min_area_px: float = 0, min_relative_diameter: float = 0.0
+) -> np.ndarray:
     """Drop particles smaller than `min_area_px` pixels and fill holes smaller than that.
 
     Parameters
@@ -69,6 +77,10 @@ def clean_mask(mask: np.ndarray, min_area_px: float = 0) -> np.ndarray:
     mask : numpy.ndarray
         bool ``(height, width)``.
     min_area_px : float
+    min_relative_diameter : float
+        Also drop particles whose equivalent diameter is below this fraction of the mask's
+        typical diameter (:func:`typical_diameter` of the particles left), unless they touch
+        the image border (there a real particle may show only a sliver). 0 keeps them all.
 
     Returns
     -------
@@ -76,18 +88,51 @@ def clean_mask(mask: np.ndarray, min_area_px: float = 0) -> np.ndarray:
         bool ``(height, width)``.
     """
     mask = np.asarray(mask, dtype=bool)
-    if min_area_px <= 1:
+    if min_area_px <= 1 and min_relative_diameter <= 0:
         return mask
-    size = math.ceil(min_area_px)
+    size = max(1, math.ceil(min_area_px))
     # scikit-image's remove_small_objects and remove_small_holes, by one labelling each.
     particles, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
-    keep = np.bincount(particles.ravel()) >= size
+    areas = np.bincount(particles.ravel())
+    keep = areas >= size
     keep[0] = False
+    if min_relative_diameter > 0 and keep.any():
+        diameters = np.sqrt(4 * areas / np.pi)
+        # The smaller of the typical particle (by area) and the median detection (by count):
+        # where the network merged neighbours into large clusters, the clusters carry most of
+        # the area, and single particles must not count as specks beside them.
+        kept = diameters[keep]
+        smallest = min_relative_diameter * min(typical_diameter(kept), float(np.median(kept)))
+        edge = np.zeros_like(keep)
+        for line in (particles[0], particles[-1], particles[:, 0], particles[:, -1]):
+            edge[line] = True
+        keep &= (diameters >= smallest) | edge
+        keep[0] = False
     mask = keep[particles]
     holes, _ = ndimage.label(~mask)  # holes are 4-connected, as in remove_small_holes
     fill = np.bincount(holes.ravel()) < size
     fill[0] = False
     return mask | fill[holes]
+
+
+def typical_diameter(diameters: np.ndarray) -> float:
+    """The area-weighted median of particle diameters: the size of the particle that the
+    median pixel of particle belongs to, so a crowd of small specks does not decide it.
+
+    Parameters
+    ----------
+    diameters : numpy.ndarray
+        float ``(n,)`` equivalent diameters, any unit, n >= 1.
+
+    Returns
+    -------
+    float
+        In the unit of `diameters`.
+    """
+    diameters = np.asarray(diameters, dtype=float)
+    order = np.argsort(diameters)
+    cumulative = np.cumsum(diameters[order] ** 2)  # the area, by the equivalent diameter
+    return float(diameters[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def interior_diameters(mask: np.ndarray) -> np.ndarray:

@@ -31,7 +31,13 @@ from nanoseg.io import (
     write_png,
     write_tiff,
 )
-from nanoseg.measure import PARTICLE_COLUMNS, clean_mask, interior_diameters, measure_particles
+from nanoseg.measure import (
+    PARTICLE_COLUMNS,
+    clean_mask,
+    interior_diameters,
+    measure_particles,
+    typical_diameter,
+)
 from nanoseg.model import UNet, inference_network, load_model
 from nanoseg.predict import TTA_MODES, model_scale, predict_image, preprocess
 from nanoseg.refine import EDGES, refine_outlines
@@ -53,6 +59,8 @@ __all__ = [
 BUILTIN = "builtin"
 #: Particles smaller than this are dropped when the pixel size is unknown (px).
 MIN_AREA_PX_UNKNOWN_SCALE = 12
+#: Detections narrower than this fraction of a micrograph's typical particle are dropped.
+DEFAULT_MIN_RELATIVE_DIAMETER = 0.2
 #: Particle diameters (px) a model without ``particle_px_range`` in its card is trusted on.
 DEFAULT_PARTICLE_PX_RANGE = (12.0, 400.0)
 #: Without a pixel size, the first network pass sees the image at most this wide (px).
@@ -230,6 +238,7 @@ def particle_result(
     scale_factor: float,
     min_area_nm2: float | None,
     edge_level: float | None = None,
+    min_relative_diameter: float = 0.0,
 ) -> SegmentResult:
     """Threshold a probability map, drop specks, measure: the end of every segmenter.
 
@@ -249,12 +258,15 @@ def particle_result(
     edge_level : float or None
         If given, each particle's outline is moved to where its contrast falls to this
         fraction (:func:`nanoseg.refine.refine_outlines`); None keeps the thresholded outline.
+    min_relative_diameter : float
+        Particles (clear of the border) narrower than this fraction of the micrograph's
+        typical particle are dropped too (:func:`nanoseg.measure.clean_mask`); 0 keeps them.
     """
     if pixel_size is not None:
         min_area_px = (1.0 if min_area_nm2 is None else min_area_nm2) / pixel_size**2
     else:
         min_area_px = MIN_AREA_PX_UNKNOWN_SCALE
-    mask = clean_mask(probability > threshold, min_area_px)
+    mask = clean_mask(probability > threshold, min_area_px, min_relative_diameter)
     if edge_level is not None:
         # As many threads as the network uses: one setting decides how much of the CPU a
         # micrograph takes (batch workers set it to 1).
@@ -288,6 +300,12 @@ class Segmenter:
     min_area_nm2 : float, optional
         Particles smaller than this are dropped (and holes smaller than this filled); default
         1 nm^2, or :data:`MIN_AREA_PX_UNKNOWN_SCALE` px when the pixel size is unknown.
+    min_relative_diameter : float
+        Detections clear of the image border whose equivalent diameter is below this fraction
+        of the micrograph's typical (area-weighted median) particle diameter are dropped: the
+        bundled model was trained on scenes whose particles are all at least half the typical
+        size, and its detections far below that are specks of carbon or noise. 0 keeps every
+        detection (for samples with very small particles beside large ones).
     tile, overlap : int
         Tiling of large micrographs (see :func:`nanoseg.predict.predict_image`).
     precision : {"auto", "float32", "bfloat16"}
@@ -318,6 +336,7 @@ class Segmenter:
         tta: str = "none",
         threshold: float | None = None,
         min_area_nm2: float | None = None,
+        min_relative_diameter: float = DEFAULT_MIN_RELATIVE_DIAMETER,
         tile: int = 2048,
         overlap: int = 32,
         precision: str = "auto",
@@ -330,6 +349,10 @@ class Segmenter:
             raise NanosegError(f"--threshold must be between 0 and 1, not {threshold}")
         if min_area_nm2 is not None and min_area_nm2 < 0:
             raise NanosegError(f"--min-area must not be negative, not {min_area_nm2}")
+        if not 0 <= min_relative_diameter < 1:
+            raise NanosegError(
+                f"--min-relative-diameter must be in [0, 1), not {min_relative_diameter}"
+            )
         if edge not in EDGES:
             raise NanosegError(f"--edge must be one of {', '.join(EDGES)}, not '{edge}'")
         if not 0 < edge_level < 1:
@@ -344,6 +367,7 @@ class Segmenter:
         self.tta = tta
         self.threshold = float(card.get("threshold") or 0.5) if threshold is None else threshold
         self.min_area_nm2 = min_area_nm2
+        self.min_relative_diameter = min_relative_diameter
         self.tile = tile
         self.overlap = overlap
         self.edge = edge
@@ -372,6 +396,7 @@ class Segmenter:
             "tta": self.tta,
             "threshold": self.threshold,
             "min_area_nm2": self.min_area_nm2,
+            "min_relative_diameter": self.min_relative_diameter,
             "tile": self.tile,
             "overlap": self.overlap,
             "precision": self.precision,
@@ -423,6 +448,7 @@ class Segmenter:
             factor,
             self.min_area_nm2,
             self._refine_level,
+            self.min_relative_diameter,
         )
         result.scale_estimate_px, result.scale_method = estimate, method
         return result
@@ -470,12 +496,8 @@ class Segmenter:
         probability, _ = self._probability(image, preview)
         sizes = interior_diameters(clean_mask(probability > self.threshold, 4))
         if len(sizes) >= 3:
-            # Area-weighted median: the particles' pixels decide, not a crowd of small specks.
-            weights = sizes**2  # proportional to the area, by the equivalent diameter's definition
-            order = np.argsort(sizes)
-            cumulative = np.cumsum(weights[order])
-            median = order[np.searchsorted(cumulative, cumulative[-1] / 2)]
-            diameter: float | None = float(sizes[median])  # the map is at the image's size
+            # The map is at the image's size, so this is in px of the image.
+            diameter: float | None = typical_diameter(sizes)
             method = "network detections"
         else:
             try:
