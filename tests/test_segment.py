@@ -248,6 +248,16 @@ def test_clean_mask_drops_detections_far_below_the_typical_size() -> None:
     np.testing.assert_array_equal(clean_mask(mask, 0, 0.0), mask)
 
 
+def test_single_particles_beside_a_merged_cluster_are_not_specks() -> None:
+    # One cluster 160 px across (most of the area) and eight single particles 30 px across:
+    # measured by area alone the typical size would be the cluster's, and 30 < 0.2 * 160.
+    centres = [(100, 100)] + [(40 + 40 * (i % 2), 240 + 40 * (i // 2)) for i in range(8)]
+    mask = _discs((300, 420), [*centres, (260, 60)], [80] + [15] * 8 + [2])
+    kept = clean_mask(mask, 0, 0.2)
+    assert ndimage.label(kept)[1] == 9  # the cluster and the singles; the 4 px speck is gone
+    assert not kept[260, 60]
+
+
 def test_typical_diameter_is_not_decided_by_many_specks() -> None:
     assert typical_diameter(np.array([30.0, 31.0, 32.0] + [3.0] * 50)) == 31.0
     assert typical_diameter(np.array([5.0])) == 5.0

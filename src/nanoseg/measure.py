@@ -79,8 +79,9 @@ def clean_mask(
     min_area_px : float
     min_relative_diameter : float
         Also drop particles whose equivalent diameter is below this fraction of the mask's
-        typical diameter (:func:`typical_diameter` of the particles left), unless they touch
-        the image border (there a real particle may show only a sliver). 0 keeps them all.
+        typical diameter, unless they touch the image border (there a real particle may show
+        only a sliver). The typical diameter is the smaller of :func:`typical_diameter` and
+        the plain median diameter of the particles left. 0 keeps them all.
 
     Returns
     -------
