@@ -20,6 +20,7 @@ __all__ = [
     "clean_mask",
     "interior_diameters",
     "measure_particles",
+    "touches_edge",
     "typical_diameter",
 ]
 
@@ -104,16 +105,33 @@ def clean_mask(
         # the area, and single particles must not count as specks beside them.
         kept = diameters[keep]
         smallest = min_relative_diameter * min(typical_diameter(kept), float(np.median(kept)))
-        edge = np.zeros_like(keep)
-        for line in (particles[0], particles[-1], particles[:, 0], particles[:, -1]):
-            edge[line] = True
-        keep &= (diameters >= smallest) | edge
+        keep &= (diameters >= smallest) | touches_edge(particles, keep.size - 1)
         keep[0] = False
     mask = keep[particles]
     holes, _ = ndimage.label(~mask)  # holes are 4-connected, as in remove_small_holes
     fill = np.bincount(holes.ravel()) < size
     fill[0] = False
     return mask | fill[holes]
+
+
+def touches_edge(labels: np.ndarray, count: int) -> np.ndarray:
+    """Which labels of a label image reach its edge.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        int ``(height, width)``, labels 0..`count`.
+    count : int
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(count + 1,)``, indexed by label (entry 0 for label 0 too).
+    """
+    edge = np.zeros(count + 1, dtype=bool)
+    for line in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        edge[line] = True
+    return edge
 
 
 def typical_diameter(diameters: np.ndarray) -> float:

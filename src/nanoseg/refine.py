@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from nanoseg.measure import EIGHT_CONNECTED
+from nanoseg.measure import EIGHT_CONNECTED, touches_edge
 
 __all__ = ["EDGES", "refine_outlines"]
 
@@ -257,8 +257,6 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     background, count = ndimage.label(~mask)
     if count == 0:
         return mask
-    edge = np.zeros(count + 1, dtype=bool)
-    for side in (background[0], background[-1], background[:, 0], background[:, -1]):
-        edge[side] = True
+    edge = touches_edge(background, count)
     edge[0] = True
     return mask | ~edge[background]

@@ -302,10 +302,11 @@ class Segmenter:
         1 nm^2, or :data:`MIN_AREA_PX_UNKNOWN_SCALE` px when the pixel size is unknown.
     min_relative_diameter : float
         Detections clear of the image border whose equivalent diameter is below this fraction
-        of the micrograph's typical (area-weighted median) particle diameter are dropped: the
-        bundled model was trained on scenes whose particles are all at least half the typical
-        size, and its detections far below that are specks of carbon or noise. 0 keeps every
-        detection (for samples with very small particles beside large ones).
+        of the micrograph's typical particle diameter (the smaller of the area-weighted and the
+        plain median, :func:`nanoseg.measure.clean_mask`) are dropped: the bundled model was
+        trained on scenes whose particles are all at least half the typical size, and its
+        detections far below that are specks of carbon or noise. 0 keeps every detection (for
+        samples with very small particles beside large ones).
     tile, overlap : int
         Tiling of large micrographs (see :func:`nanoseg.predict.predict_image`).
     precision : {"auto", "float32", "bfloat16"}

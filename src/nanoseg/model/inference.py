@@ -23,8 +23,6 @@ can be folded; :func:`inference_network` returns the plain fused network for the
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -201,7 +199,7 @@ class InferenceUNet:
         return proba.cpu().numpy() if as_numpy else proba
 
 
-def inference_network(model: UNet, dtype: torch.dtype = torch.float32) -> Any:
+def inference_network(model: UNet, dtype: torch.dtype = torch.float32) -> InferenceUNet | UNet:
     """The fastest equivalent of `model` for inference.
 
     Parameters
