@@ -142,3 +142,22 @@ def test_fine_tuning_starts_from_the_bundled_model(data: Path, tmp_path: Path):
     train(data, tmp_path / "tuned", make_config("default", **{**FAST, "init": "builtin"}),
           progress=rows.append)  # fmt: skip
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_widths_choose_the_network_from_the_command_line(data: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from nanoseg.cli import app
+
+    args = ["train", str(data), "--epochs", "1", "--samples-per-epoch", "4", "--batch-size", "2",
+            "--crop", "32", "--widths", "2,4,8"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "narrow")])
+    assert result.exit_code == 0, result.output
+    model, card = load_model(tmp_path / "narrow" / "best")
+    assert card["architecture"]["widths"] == [2, 4, 8]
+    assert model.config.widths == (2, 4, 8)
+    for bad, message in (("2,x", "integers separated by commas"), ("4", "at least two levels")):
+        result = CliRunner().invoke(app, [*args[:-1], bad, "--out", str(tmp_path / "bad")])
+        assert result.exit_code != 0 and message in result.output, result.output
+    with pytest.raises(TrainError, match="cannot be used with --init"):
+        make_config("default", widths=(2, 4), init="builtin")

@@ -95,6 +95,15 @@ def info(
         raise typer.Exit(EXIT_INPUT)
 
 
+def _widths(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise _fail(f"--widths must be integers separated by commas, not '{text}'") from None
+
+
 def _parse_frame(frame: str) -> int | str:
     if frame == "sum":
         return "sum"
@@ -260,9 +269,12 @@ def dataset_info(data: Annotated[Path, typer.Argument(help="Data set file (.h5).
 def train_command(
     data: Annotated[Path, typer.Argument(help="Data set from 'nanoseg dataset build'.")],
     out: Annotated[Path, typer.Option(help="Run folder (models, log, loss curve).")],
-    preset: Annotated[str, typer.Option(help="'paper' (the released recipe) or 'default'.")] = (
-        "default"
-    ),
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="'paper' (the released recipe), 'default', or 'builtin' (the bundled model's)."
+        ),
+    ] = "default",
     epochs: Annotated[int | None, typer.Option(help="Most epochs.")] = None,
     samples_per_epoch: Annotated[int | None, typer.Option(help="Samples per epoch.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
@@ -279,6 +291,10 @@ def train_command(
     init: Annotated[
         Path | None, typer.Option(help="Start from 'builtin' or a model folder (fine-tuning).")
     ] = None,
+    widths: Annotated[
+        str | None,
+        typer.Option(help="Channels per U-Net level, comma-separated (default 4,8,16,32)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
 ) -> None:
@@ -289,7 +305,7 @@ def train_command(
         preset, epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size,
         lr=lr, patience=patience, min_delta=min_delta, crop=crop,
         threshold_metric=threshold_metric, threshold_split=threshold_split,
-        init=None if init is None else str(init), seed=seed,
+        init=None if init is None else str(init), seed=seed, widths=_widths(widths),
     )  # fmt: skip
 
     def report(row: dict) -> None:

@@ -150,6 +150,10 @@ def make_config(preset: str, **overrides: Any) -> TrainConfig:
          "'pixel_accuracy' or 'dice'"),
         (config.threshold_split in ("validation", "train"), "threshold split must be "
          "'validation' or 'train'"),
+        (len(config.widths) >= 2 and min(config.widths) >= 1, "--widths needs at least two "
+         "levels of at least one channel each"),
+        (overrides.get("widths") is None or config.init is None, "--widths cannot be used "
+         "with --init: fine-tuning keeps the starting model's architecture"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:
