@@ -244,8 +244,11 @@ def _crofton_perimeters(labels: np.ndarray, count: int) -> np.ndarray:
     code |= inside[:-1, :-1] << 3
     code = code.ravel()
     edge = np.flatnonzero((code != 0) & (code != 15))  # only mixed windows have a weight
-    rows, cols = np.divmod(edge, padded.shape[1] - 1)
-    owner = np.maximum.reduce([padded[rows + dr, cols + dc] for dr in (0, 1) for dc in (0, 1)])
+    # The window's top-left pixel, as a flat index into `padded` (one more column per row).
+    width = padded.shape[1]
+    corner = edge + edge // (width - 1)
+    flat = padded.ravel()
+    owner = np.maximum.reduce([flat.take(corner + shift) for shift in (0, 1, width, width + 1)])
     histogram = np.bincount(
         owner.astype(np.int64) * 16 + code[edge], minlength=(count + 1) * 16
     ).reshape(count + 1, 16)
