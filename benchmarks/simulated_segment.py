@@ -5,7 +5,7 @@ Usage::
     python benchmarks/simulated_segment.py --sim runs/builtin/sim --data runs/builtin/data.h5
         [--model builtin] [--edge contrast|network] [--split test] [--auto]
         [--by material|regime]
-        [--pixel-size-range 0.5:1]
+        [--pixel-size-range 0.5:1] [--tta none|flip|d4]
 
 Each micrograph of the data set's split (whole micrographs, not tiles) is segmented exactly as
 ``nanoseg segment`` does, with the pixel size from its MRC header (``--auto``: none, so the
@@ -34,6 +34,7 @@ from skimage import measure
 from nanoseg.dataset import SPLITS
 from nanoseg.io import read_label_map, read_micrograph
 from nanoseg.metrics import confusion, scores
+from nanoseg.predict import TTA_MODES
 from nanoseg.refine import EDGES
 from nanoseg.segment import Segmenter
 
@@ -101,12 +102,13 @@ def main() -> None:
         "--pixel-size-range", default=None,
         help="LOW:HIGH nm: only micrographs with a pixel size in this range",
     )  # fmt: skip
+    parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     args = parser.parse_args()
     low, high = (
         map(float, args.pixel_size_range.split(":")) if args.pixel_size_range else (0, math.inf)
     )
     stems = split_stems(args.data, args.split)
-    segmenter = Segmenter.load(args.model, edge=args.edge)
+    segmenter = Segmenter.load(args.model, edge=args.edge, tta=args.tta)
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
     errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -169,7 +171,14 @@ def main() -> None:
     )
     print(
         json.dumps(
-            {"model": args.model, "edge": args.edge, "split": args.split, "n": used, **summary}
+            {
+                "model": args.model,
+                "edge": args.edge,
+                "tta": args.tta,
+                "split": args.split,
+                "n": used,
+                **summary,
+            }
         )
     )
 

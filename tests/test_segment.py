@@ -96,6 +96,12 @@ def test_tta_makes_the_map_follow_mirrors_and_turns(network: torch.nn.Module) ->
     assert np.allclose(run(image[::-1], "flip")[::-1], flip, atol=1e-5)
     d4 = run(image, "d4")
     assert np.allclose(run(image.T, "d4").T, d4, atol=1e-5)
+    # Non-square micrographs (here smaller than a tile, so one non-square tile) get the
+    # transposes too, not just the mirrors.
+    wide = _texture((96, 160), seed=3)
+    d4 = run(wide, "d4")
+    assert np.allclose(run(np.ascontiguousarray(wide.T), "d4").T, d4, atol=1e-5)
+    assert np.abs(d4 - run(wide, "flip")).max() > 1e-3
 
 
 def test_small_and_odd_images(network: torch.nn.Module) -> None:
