@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from nanoseg.io import read_label_map, read_micrograph, write_mask
 from nanoseg.measure import EIGHT_CONNECTED
-from nanoseg.refine import MIN_DIAMETER_PX, refine_outlines
+from nanoseg.refine import MIN_DIAMETER_PX, _box, refine_outlines
 
 #: Each moved outline is smoothed by a Gaussian of this fraction of the particle's diameter.
 SMOOTHING = 1 / 16
@@ -56,25 +56,19 @@ def smooth_outlines(mask: np.ndarray, fraction: float = SMOOTHING) -> np.ndarray
         bool ``(height, width)``.
     """
     labels, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
-    out = np.zeros_like(mask, dtype=bool)
     claimed = np.zeros(mask.shape, np.uint8)
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         if found is None:
             continue
         diameter = 2 * np.sqrt(np.count_nonzero(labels[found] == index) / np.pi)
         sigma = fraction * diameter
-        pad = int(3 * sigma) + 1
-        box = tuple(
-            slice(max(s.start - pad, 0), min(s.stop + pad, n))
-            for s, n in zip(found, mask.shape, strict=True)
-        )
+        box = _box(found, int(3 * sigma) + 1, mask.shape)
         own = labels[box] == index
         if diameter >= MIN_DIAMETER_PX:
             own = ndimage.gaussian_filter(own.astype(np.float32), sigma) > 0.5
-        out[box] |= own
         claimed[box] += own
     # Where two smoothed particles claim a pixel, neither gets it: neighbours stay apart.
-    return out & (claimed == 1)
+    return claimed == 1
 
 
 def contrast_labels(sim: Path, out: Path, level: float = 0.5) -> list[float]:

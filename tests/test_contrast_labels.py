@@ -6,17 +6,13 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+from test_refine import _disc
 
 _SPEC = importlib.util.spec_from_file_location(
     "contrast_labels", Path(__file__).parents[1] / "scripts" / "contrast_labels.py"
 )
 contrast_labels = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(contrast_labels)
-
-
-def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.indices(shape)
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
 def test_smoothing_removes_ragged_edges_and_keeps_size() -> None:
