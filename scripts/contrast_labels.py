@@ -28,8 +28,8 @@ import numpy as np
 from scipy import ndimage
 
 from nanoseg.io import read_label_map, read_micrograph, write_mask
-from nanoseg.measure import EIGHT_CONNECTED
-from nanoseg.refine import MIN_DIAMETER_PX, _box, refine_outlines
+from nanoseg.measure import EIGHT_CONNECTED, padded_box
+from nanoseg.refine import MIN_DIAMETER_PX, refine_outlines
 
 #: Each moved outline is smoothed by a Gaussian of this fraction of the particle's diameter.
 SMOOTHING = 1 / 16
@@ -62,7 +62,7 @@ def smooth_outlines(mask: np.ndarray, fraction: float = SMOOTHING) -> np.ndarray
             continue
         diameter = 2 * np.sqrt(np.count_nonzero(labels[found] == index) / np.pi)
         sigma = fraction * diameter
-        box = _box(found, int(3 * sigma) + 1, mask.shape)
+        box = padded_box(found, int(3 * sigma) + 1, mask.shape)
         own = labels[box] == index
         if diameter >= MIN_DIAMETER_PX:
             own = ndimage.gaussian_filter(own.astype(np.float32), sigma) > 0.5

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from nanoseg.annotations import remove_annotations
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import Micrograph
 from nanoseg.segment import (
@@ -86,6 +88,8 @@ class ThresholdSegmenter:
     polarity : {"dark", "bright"}
     min_area_nm2 : float, optional
         As for :class:`Segmenter`.
+    mask_annotations : bool
+        As for :class:`Segmenter`: scale bars and text burned into the image are left out.
     """
 
     method: str = "otsu"
@@ -93,6 +97,7 @@ class ThresholdSegmenter:
     background: float | None = None
     polarity: str = "dark"
     min_area_nm2: float | None = None
+    mask_annotations: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in THRESHOLD_METHODS:
@@ -119,9 +124,12 @@ class ThresholdSegmenter:
         if not np.isfinite(mic.data).all():
             raise InvalidDataError("the image contains NaN or infinite values", mic.path)
         size, source = resolve_pixel_size(mic, pixel_size, "sizes are given in px")
-        sigma, estimate, scale_method = self._sigma(mic)
+        data, annotations = (
+            remove_annotations(mic.data) if self.mask_annotations else (mic.data, None)
+        )
+        sigma, estimate, scale_method = self._sigma(data, mic.path)
         background = self.background or 25 * sigma
-        signal = threshold_map(mic.data, sigma=sigma, background=background, polarity=self.polarity)
+        signal = threshold_map(data, sigma=sigma, background=background, polarity=self.polarity)
         low, high = np.percentile(signal, [0.5, 99.5])
         if not high > low:
             raise InvalidDataError("the image is flat: nothing to threshold", mic.path)
@@ -138,20 +146,22 @@ class ThresholdSegmenter:
         # A [0, 1] map for the probability output: the signal stretched, 0.5 at the threshold.
         spread = (high - low) / 8
         score = (1 / (1 + np.exp(-(signal - cut) / spread))).astype(np.float32)
-        result = particle_result(mic, score, 0.5, size, source, 1.0, self.min_area_nm2)
+        result = particle_result(
+            mic, score, 0.5, size, source, 1.0, self.min_area_nm2, annotations=annotations
+        )
         result.scale_estimate_px, result.scale_method = estimate, scale_method
         return result
 
-    def _sigma(self, mic: Micrograph) -> tuple[float, float | None, str]:
+    def _sigma(self, data: np.ndarray, path: Path | None) -> tuple[float, float | None, str]:
         """The smoothing (px), the particle diameter it came from (px) and how it was found."""
         if self.sigma != "auto":
             return float(self.sigma), None, "given sigma"
         from nanoseg.scale import estimate_scale
 
         try:
-            estimate = estimate_scale(mic.data, polarity=self.polarity)
+            estimate = estimate_scale(data, polarity=self.polarity)
         except InvalidDataError as error:
-            raise InvalidDataError(str(error.args[0]), mic.path) from None
+            raise InvalidDataError(str(error.args[0]), path) from None
         # Tuned once on real-dev-hrtem (sigma 4 px for ~60 px particles), then fixed.
         return (
             max(1.0, estimate.diameter_px / DIAMETER_PER_SIGMA),

@@ -67,6 +67,7 @@ class BatchOptions:
     edge: str = "contrast"  # particle outlines: half-contrast edge, or the network's own
     edge_level: float = 0.5
     threads: int = 0  # torch threads per task; 0 = leave torch's default
+    mask_annotations: bool = True  # leave out scale bars and text burned into exports
     # method "unet" runs the model; "threshold" the classical baseline with the options below;
     # "bragg" Bragg-peak filtering (nanoseg.bragg, its default settings).
     method: str = "unet"
@@ -134,7 +135,9 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
     """The segmenter `options` describe, loaded once per process and kept (a Dask worker
     keeps it between tasks; a caller asking again gets the same object)."""
     if options.method == "bragg":
-        return BraggSegmenter(min_area_nm2=options.min_area_nm2)
+        return BraggSegmenter(
+            min_area_nm2=options.min_area_nm2, mask_annotations=options.mask_annotations
+        )
     if options.method == "threshold":
         return ThresholdSegmenter(
             options.threshold_method,
@@ -142,6 +145,7 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
             options.background,
             options.polarity,
             options.min_area_nm2,
+            options.mask_annotations,
         )
     if options.threads:
         import torch
@@ -158,6 +162,7 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
         precision=options.precision,
         edge=options.edge,
         edge_level=options.edge_level,
+        mask_annotations=options.mask_annotations,
     )
 
 
@@ -237,6 +242,7 @@ SUMMARY_COLUMNS = [
     "scale_estimate_px",
     "scale_method",
     "threshold",
+    "annotation_px",
     "n_particles",
     "n_interior",
     "particle_fraction",
@@ -349,7 +355,13 @@ def segment_batch(
         done += 1
         if row["status"] == "ok":
             logger.info(
-                "%s: %d particles (%.1f s)", row["file"], row["n_particles"], row["seconds"]
+                "%s: %d particles (%.1f s)%s",
+                row["file"],
+                row["n_particles"],
+                row["seconds"],
+                f"; {row['annotation_px']} px of burned-in scale bar or text left out"
+                if row.get("annotation_px")
+                else "",
             )
         else:
             logger.error("%s", row["error"])

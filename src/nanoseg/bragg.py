@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 from scipy import fft, ndimage
 
+from nanoseg.annotations import remove_annotations
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import Micrograph
 from nanoseg.segment import SegmentResult, as_micrograph, particle_result, resolve_pixel_size
@@ -412,6 +413,9 @@ class BraggSegmenter:
         Robust z-score of a peak pixel (:data:`PEAK_Z`).
     min_area_nm2 : float, optional
         As for :class:`~nanoseg.segment.Segmenter`.
+    mask_annotations : bool
+        As for :class:`~nanoseg.segment.Segmenter`: scale bars and text burned into the image
+        are left out.
 
     Examples
     --------
@@ -423,6 +427,7 @@ class BraggSegmenter:
     window: int = 256
     peak_z: float = PEAK_Z
     min_area_nm2: float | None = None
+    mask_annotations: bool = True
 
     def __post_init__(self) -> None:
         if not self.window >= MIN_SIDE:
@@ -440,6 +445,7 @@ class BraggSegmenter:
             "window": self.window,
             "peak_z": self.peak_z,
             "min_area_nm2": self.min_area_nm2,
+            "mask_annotations": self.mask_annotations,
         }
 
     def __call__(
@@ -467,11 +473,23 @@ class BraggSegmenter:
             f"Bragg peaks are looked for at periods of {1 / BAND_PX[1]:.1f}-"
             f"{1 / BAND_PX[0]:.0f} px and sizes are given in px",
         )  # fmt: skip
+        data, annotations = (
+            remove_annotations(mic.data) if self.mask_annotations else (mic.data, None)
+        )
         try:
-            found = bragg_filter(mic.data, size, window=self.window, peak_z=self.peak_z)
+            found = bragg_filter(data, size, window=self.window, peak_z=self.peak_z)
         except InvalidDataError as error:
             raise InvalidDataError(error.problem, mic.path) from None
-        return particle_result(mic, found.probability, 0.5, size, source, 1.0, self.min_area_nm2)
+        return particle_result(
+            mic,
+            found.probability,
+            0.5,
+            size,
+            source,
+            1.0,
+            self.min_area_nm2,
+            annotations=annotations,
+        )
 
 
 def evaluate_bragg(

@@ -380,6 +380,14 @@ SchedulerOption = Annotated[
     str | None,
     typer.Option(help="Address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786."),
 ]
+AnnotationsOption = Annotated[
+    bool,
+    typer.Option(
+        "--mask-annotations/--keep-annotations",
+        help="Leave out scale bars and text burned into exported images (flat black or white "
+        "shapes with sharp edges near the image's edges), or segment every pixel as it is.",
+    ),
+]
 
 
 @app.command()
@@ -424,6 +432,7 @@ def segment(
             "particle (not at the border); 0 keeps all, e.g. for small particles beside large."
         ),
     ] = 0.2,
+    mask_annotations: AnnotationsOption = True,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
 ) -> None:
@@ -440,6 +449,7 @@ def segment(
         precision=precision,
         edge=edge,
         edge_level=edge_level,
+        mask_annotations=mask_annotations,
     )
     _run_batch(inputs, out, options, workers, scheduler)
 
@@ -521,6 +531,7 @@ def threshold(
     ] = False,
     pixel_size: PixelSizeOption = None,
     min_area: MinAreaOption = None,
+    mask_annotations: AnnotationsOption = True,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
 ) -> None:
@@ -542,6 +553,7 @@ def threshold(
         polarity="bright" if bright else "dark",
         pixel_size=pixel_size,
         min_area_nm2=min_area,
+        mask_annotations=mask_annotations,
     )
     _run_batch(inputs, out, options, workers, scheduler)
 
@@ -586,13 +598,19 @@ def bragg_command(
         ),
     ] = None,
     min_area: MinAreaOption = None,
+    mask_annotations: AnnotationsOption = True,
     workers: WorkersOption = 1,
     scheduler: SchedulerOption = None,
 ) -> None:
     """Bragg-peak filtering: particles where the lattice gives Fourier peaks; same outputs."""
     from nanoseg.batch import BatchOptions
 
-    options = BatchOptions(method="bragg", pixel_size=pixel_size, min_area_nm2=min_area)
+    options = BatchOptions(
+        method="bragg",
+        pixel_size=pixel_size,
+        min_area_nm2=min_area,
+        mask_annotations=mask_annotations,
+    )
     _run_batch(inputs, out, options, workers, scheduler)
 
 

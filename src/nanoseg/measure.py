@@ -20,6 +20,7 @@ __all__ = [
     "clean_mask",
     "interior_diameters",
     "measure_particles",
+    "padded_box",
     "touches_edge",
     "typical_diameter",
 ]
@@ -40,7 +41,8 @@ PARTICLE_COLUMNS: dict[str, str] = {
     "circularity": "4 pi area / perimeter^2, 1 for a disc (Crofton perimeter)",
     "solidity": "area / convex hull area",
     "mean_probability": "mean particle probability over the particle's pixels",
-    "touches_border": "the particle reaches the image edge (its size is then a lower bound)",
+    "touches_border": "the particle reaches the image edge, or a scale bar or label burned into "
+    "the image (its size is then a lower bound)",
 }
 
 #: 8-connectivity, how particles are defined throughout.
@@ -112,6 +114,14 @@ def clean_mask(
     fill = np.bincount(holes.ravel()) < size
     fill[0] = False
     return mask | fill[holes]
+
+
+def padded_box(box: tuple[slice, ...], pad: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """`box` (slices, as from :func:`scipy.ndimage.find_objects`) widened by `pad` px on
+    every side, clipped to an array of `shape`."""
+    return tuple(
+        slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, shape, strict=True)
+    )
 
 
 def touches_edge(labels: np.ndarray, count: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from nanoseg.measure import EIGHT_CONNECTED, touches_edge
+from nanoseg.measure import EIGHT_CONNECTED, padded_box, touches_edge
 
 __all__ = ["EDGES", "refine_outlines"]
 
@@ -50,12 +50,6 @@ TRUNCATE = 3.0
 #: When the particles' boxes cover more than this fraction of the image, the whole image is
 #: smoothed once rather than box by box (a box costs about twice as much per pixel).
 BOX_SMOOTHING_LIMIT = 0.5
-
-
-def _box(sl: tuple[slice, slice], pad: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
-    return tuple(
-        slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, shape, strict=True)
-    )  # type: ignore[return-value]
 
 
 def _area(box: tuple[slice, slice]) -> int:
@@ -114,8 +108,8 @@ def refine_outlines(
     jobs = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         if not small[index - 1]:
-            box = _box(found, 2 * band + 1, mask.shape)
-            jobs.append((index, box, _box(box, reach, mask.shape)))
+            box = padded_box(found, 2 * band + 1, mask.shape)
+            jobs.append((index, box, padded_box(box, reach, mask.shape)))
     threads = max(1, threads)
     out = mask.copy()
     with ThreadPoolExecutor(threads) as pool:

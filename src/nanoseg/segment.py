@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 
+from nanoseg.annotations import fill_annotations, remove_annotations
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import (
     Micrograph,
@@ -32,6 +34,7 @@ from nanoseg.io import (
     write_tiff,
 )
 from nanoseg.measure import (
+    EIGHT_CONNECTED,
     PARTICLE_COLUMNS,
     clean_mask,
     interior_diameters,
@@ -130,6 +133,9 @@ class SegmentResult:
     scale_method : str
         How the model's input scale was chosen (``"pixel size"``, ``"network detections"``,
         ``"LoG scale space"``, ``"none found"``).
+    annotation_px : int
+        Pixels of scale bars and text burned into the image, left out of the segmentation
+        (:mod:`nanoseg.annotations`).
     """
 
     mask: np.ndarray
@@ -143,6 +149,7 @@ class SegmentResult:
     source: Path | None = None
     scale_estimate_px: float | None = None
     scale_method: str = ""
+    annotation_px: int = 0
 
     def summary(self) -> dict[str, Any]:
         """One row for ``summary.csv``: counts and size statistics (interior particles)."""
@@ -174,6 +181,7 @@ class SegmentResult:
             ),
             "scale_method": self.scale_method,
             "threshold": self.threshold,
+            "annotation_px": self.annotation_px,
             "n_particles": len(table),
             "n_interior": len(interior),
             "particle_fraction": float(self.mask.mean()),
@@ -239,6 +247,7 @@ def particle_result(
     min_area_nm2: float | None,
     edge_level: float | None = None,
     min_relative_diameter: float = 0.0,
+    annotations: np.ndarray | None = None,
 ) -> SegmentResult:
     """Threshold a probability map, drop specks, measure: the end of every segmenter.
 
@@ -261,7 +270,17 @@ def particle_result(
     min_relative_diameter : float
         Particles (clear of the border) narrower than this fraction of the micrograph's
         typical particle are dropped too (:func:`nanoseg.measure.clean_mask`); 0 keeps them.
+    annotations : numpy.ndarray, optional
+        bool ``(height, width)``: scale bars and text burned into the image
+        (:func:`nanoseg.annotations.find_annotations`). No particle is reported there, the
+        outline step sees them filled with the carbon's grey, and particles next to them are
+        marked ``touches_border`` (partly hidden, like those cut by the image edge).
     """
+    data = mic.data
+    annotation_px = 0 if annotations is None else int(np.count_nonzero(annotations))
+    if annotation_px:
+        probability = np.where(annotations, np.float32(0), probability)
+        data = fill_annotations(data, annotations)
     if pixel_size is not None:
         min_area_px = (1.0 if min_area_nm2 is None else min_area_nm2) / pixel_size**2
     else:
@@ -271,17 +290,24 @@ def particle_result(
         # As many threads as the network uses: one setting decides how much of the CPU a
         # micrograph takes (batch workers set it to 1).
         threads = torch.get_num_threads()
-        mask = refine_outlines(mic.data, mask, edge_level, min_area_px=min_area_px, threads=threads)
+        mask = refine_outlines(data, mask, edge_level, min_area_px=min_area_px, threads=threads)
+    particles = measure_particles(mask, probability, pixel_size)
+    if annotation_px and len(particles):
+        # A particle partly hidden by a label is cut as one at the image edge is.
+        labels, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
+        cut = np.unique(labels[ndimage.binary_dilation(annotations, EIGHT_CONNECTED)])
+        particles.loc[particles["id"].isin(cut[cut > 0]), "touches_border"] = True
     return SegmentResult(
         mask=mask,
         probability=probability,
-        particles=measure_particles(mask, probability, pixel_size),
+        particles=particles,
         pixel_size=pixel_size,
         pixel_size_source=pixel_size_source,
         scale_factor=scale_factor,
         threshold=threshold,
         image=mic.data,
         source=mic.path,
+        annotation_px=annotation_px,
     )
 
 
@@ -320,6 +346,10 @@ class Segmenter:
         which follows the simulated particles' geometric footprint the model was trained on.
     edge_level : float
         Fraction of the contrast, 0-1 exclusive, at which ``edge="contrast"`` places outlines.
+    mask_annotations : bool
+        Find scale bars and text burned into exported images (:mod:`nanoseg.annotations`),
+        segment the image with them filled with the carbon's grey, and report no particle
+        there. False segments the pixels as they are.
 
     Examples
     --------
@@ -343,6 +373,7 @@ class Segmenter:
         precision: str = "auto",
         edge: str = "contrast",
         edge_level: float = 0.5,
+        mask_annotations: bool = True,
     ) -> None:
         if tta not in TTA_MODES:
             raise NanosegError(f"--tta must be one of {', '.join(TTA_MODES)}, not '{tta}'")
@@ -373,6 +404,7 @@ class Segmenter:
         self.overlap = overlap
         self.edge = edge
         self.edge_level = edge_level
+        self.mask_annotations = mask_annotations
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] = BUILTIN, **options: Any) -> Segmenter:
@@ -403,6 +435,7 @@ class Segmenter:
             "precision": self.precision,
             "edge": self.edge,
             "edge_level": self._refine_level,
+            "mask_annotations": self.mask_annotations,
         }
 
     def __call__(
@@ -432,11 +465,14 @@ class Segmenter:
             pixel_size,
             "particle scale estimated from the image, sizes in px (give --pixel-size for nm)",
         )
+        data, annotations = (
+            remove_annotations(mic.data) if self.mask_annotations else (mic.data, None)
+        )
         try:
             if size is None:
-                probability, factor, estimate, method = self.auto_scale(mic.data)
+                probability, factor, estimate, method = self.auto_scale(data)
             else:
-                probability, factor = self._probability(mic.data, model_scale(self.card, size)[0])
+                probability, factor = self._probability(data, model_scale(self.card, size)[0])
                 estimate, method = None, "pixel size"
         except InvalidDataError as error:
             raise InvalidDataError(str(error.args[0]), mic.path) from None
@@ -450,6 +486,7 @@ class Segmenter:
             self.min_area_nm2,
             self._refine_level,
             self.min_relative_diameter,
+            annotations,
         )
         result.scale_estimate_px, result.scale_method = estimate, method
         return result
