@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from nanoseg.annotations import fill_annotations, find_annotations, remove_annotations
 from nanoseg.cli import app
+from nanoseg.io import read_micrograph
+from nanoseg.io.read import coloured_pixels
 from nanoseg.segment import Segmenter
 
 SHAPE = (240, 320)
@@ -148,3 +150,41 @@ def test_cli_flag_and_summary_column(tmp_path: Path) -> None:
     assert masked["n_particles"].iloc[0] < kept["n_particles"].iloc[0]
     log = (tmp_path / "masked" / "log" / "segment.log").read_text()
     assert "burned-in scale bar or text left out" in log
+
+
+def _grey_export() -> np.ndarray:
+    """`_export` without its black scale bar and label."""
+    image = _export(text=False)
+    image[BAR] = 150
+    return image
+
+
+def test_colour_drawn_on_a_grey_micrograph_is_an_annotation(tmp_path: Path) -> None:
+    """A colour export: a red arrow in the middle of the field, a yellow label in a corner."""
+    grey = _grey_export()
+    picture = Image.fromarray(grey).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    draw.line([(120, 150), (150, 125)], fill=(255, 0, 0), width=4)  # an arrow, mid-field
+    draw.text((200, 200), "Au", fill=(255, 220, 0), font=ImageFont.load_default(size=30))
+    picture.save(tmp_path / "colour.png")
+    mic = read_micrograph(tmp_path / "colour.png")
+    drawn = np.asarray(picture).std(axis=-1) > 10
+    assert mic.coloured is not None
+    assert mic.coloured[drawn].mean() > 0.9 and not mic.coloured[~drawn].any()
+    found = find_annotations(mic.data, mic.coloured)
+    assert found[drawn].all()
+    result = Segmenter.load()(mic, pixel_size=0.3)
+    assert result.annotation_px == int(found.sum())
+    assert not (result.mask & found).any()
+    assert len(result.particles) == 5
+
+
+def test_grey_and_false_colour_files_have_no_coloured_pixels(tmp_path: Path) -> None:
+    grey = _grey_export()
+    Image.fromarray(grey).convert("RGB").save(tmp_path / "grey.png")
+    assert read_micrograph(tmp_path / "grey.png").coloured is None
+    # A false-colour rendering (a "fire"-like map): colour everywhere, not annotations.
+    fire = np.stack([grey, np.clip(2 * grey.astype(int) - 255, 0, 255), grey // 4], axis=-1)
+    Image.fromarray(fire.astype(np.uint8)).save(tmp_path / "fire.png")
+    assert read_micrograph(tmp_path / "fire.png").coloured is None
+    assert coloured_pixels(fire.astype(np.uint8)) is None

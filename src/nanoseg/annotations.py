@@ -22,9 +22,11 @@ A region of the image is taken for an annotation when everything below holds:
    every export puts its scale bar and labels (an opaque particle in the middle of the field
    is never touched).
 
-What is found is widened by :data:`MARGIN_PX` (anti-aliased edges) and filled with the grey
-of the carbon around it, so the network sees carbon there, and no particle is reported on it.
-Raw microscope files (MRC, DM, SER, EMD) normally have none, and nothing is changed.
+In a colour file of a grey micrograph, every pixel drawn in colour is an annotation too
+(:func:`nanoseg.io.read.coloured_pixels`), wherever it is. What is found is widened by
+:data:`MARGIN_PX` (anti-aliased edges) and filled with the grey of the carbon around it, so
+the network sees carbon there, and no particle is reported on it. Raw microscope files (MRC,
+DM, SER, EMD) normally have none, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -68,13 +70,16 @@ RING_PX = 4
 _SQUARE = np.ones((3, 3), dtype=bool)
 
 
-def find_annotations(image: np.ndarray) -> np.ndarray:
+def find_annotations(image: np.ndarray, coloured: np.ndarray | None = None) -> np.ndarray:
     """Pixels of scale bars and text burned into a micrograph.
 
     Parameters
     ----------
     image : numpy.ndarray
         ``(height, width)``, any real dtype.
+    coloured : numpy.ndarray, optional
+        bool ``(height, width)``: pixels drawn in colour over a grey micrograph
+        (:attr:`nanoseg.io.Micrograph.coloured`); annotations wherever they are.
 
     Returns
     -------
@@ -84,7 +89,7 @@ def find_annotations(image: np.ndarray) -> np.ndarray:
         holds NaN.
     """
     image = np.asarray(image)
-    found = np.zeros(image.shape, dtype=bool)
+    found = np.zeros(image.shape, dtype=bool) if coloured is None else coloured.copy()
     low, high = float(image.min()), float(image.max())
     if not high > low:  # also NaN
         return found
@@ -187,13 +192,15 @@ def fill_annotations(image: np.ndarray, annotations: np.ndarray) -> np.ndarray:
     return out
 
 
-def remove_annotations(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def remove_annotations(
+    image: np.ndarray, coloured: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The image to segment, with any annotation filled, and where the annotations were.
 
     Parameters
     ----------
-    image : numpy.ndarray
-        The micrograph, as for :func:`find_annotations`.
+    image, coloured : numpy.ndarray
+        The micrograph and its coloured pixels, as for :func:`find_annotations`.
 
     Returns
     -------
@@ -202,7 +209,7 @@ def remove_annotations(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None
     annotations : numpy.ndarray or None
         bool ``(height, width)`` (:func:`find_annotations`), or None when there are none.
     """
-    found = find_annotations(image)
+    found = find_annotations(image, coloured)
     if not found.any():
         return np.asarray(image, dtype=np.float32), None
     return fill_annotations(image, found), found

@@ -125,7 +125,9 @@ class ThresholdSegmenter:
             raise InvalidDataError("the image contains NaN or infinite values", mic.path)
         size, source = resolve_pixel_size(mic, pixel_size, "sizes are given in px")
         data, annotations = (
-            remove_annotations(mic.data) if self.mask_annotations else (mic.data, None)
+            remove_annotations(mic.data, mic.coloured)
+            if self.mask_annotations
+            else (mic.data, None)
         )
         sigma, estimate, scale_method = self._sigma(data, mic.path)
         background = self.background or 25 * sigma

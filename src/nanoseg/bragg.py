@@ -474,7 +474,9 @@ class BraggSegmenter:
             f"{1 / BAND_PX[0]:.0f} px and sizes are given in px",
         )  # fmt: skip
         data, annotations = (
-            remove_annotations(mic.data) if self.mask_annotations else (mic.data, None)
+            remove_annotations(mic.data, mic.coloured)
+            if self.mask_annotations
+            else (mic.data, None)
         )
         try:
             found = bragg_filter(data, size, window=self.window, peak_z=self.peak_z)

@@ -466,7 +466,9 @@ class Segmenter:
             "particle scale estimated from the image, sizes in px (give --pixel-size for nm)",
         )
         data, annotations = (
-            remove_annotations(mic.data) if self.mask_annotations else (mic.data, None)
+            remove_annotations(mic.data, mic.coloured)
+            if self.mask_annotations
+            else (mic.data, None)
         )
         try:
             if size is None:

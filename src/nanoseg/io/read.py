@@ -60,6 +60,7 @@ __all__ = [
     "MAX_PIXELS",
     "READ_EXTENSIONS",
     "Micrograph",
+    "coloured_pixels",
     "read_label_map",
     "read_micrograph",
     "sha256_file",
@@ -71,6 +72,11 @@ MAX_PIXELS = 1 << 30
 
 #: Luminance weights (ITU-R BT.601) for colour to grey.
 _LUMA = np.array([0.299, 0.587, 0.114])
+#: A pixel of a colour file is coloured when its R, G, B spread over more than this fraction
+#: of the channels' full scale.
+COLOUR_SPREAD = 0.15
+#: More coloured pixels than this fraction: a false-colour image, not drawn annotations.
+MAX_COLOURED = 0.05
 
 #: PNG text key under which nanoseg stores the exact pixel size (pHYs holds whole px per metre
 #: only, which cannot express HRTEM pixel sizes below ~0.23 nm).
@@ -142,6 +148,9 @@ class Micrograph:
         Number of frames in the file (1 for a single image; >1 means a stack was reduced).
     metadata : dict
         The file's raw metadata (header fields, tags, original metadata tree).
+    coloured : numpy.ndarray or None
+        bool ``(height, width)``: in a colour file of a greyscale micrograph, the pixels drawn
+        in colour (labels, arrows, scale bars; see :func:`coloured_pixels`); None otherwise.
     """
 
     data: np.ndarray
@@ -151,6 +160,7 @@ class Micrograph:
     dtype: str = "float32"
     frames: int = 1
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    coloured: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -493,6 +503,36 @@ def _check_array(array: np.ndarray, path: Path) -> None:
         raise InvalidDataError(f"data type {array.dtype} is not numeric", path)
 
 
+def coloured_pixels(rgb: np.ndarray) -> np.ndarray | None:
+    """The pixels of a colour image that are not grey, when few enough to be annotations.
+
+    A micrograph is grey; a colour export of one is grey too, except where labels, arrows or
+    a scale bar were drawn in colour. A pixel counts as coloured when its channels spread over
+    more than :data:`COLOUR_SPREAD` of the channels' full scale (JPEG's colour noise stays
+    well below). An image with more than :data:`MAX_COLOURED` of its pixels coloured is a
+    false-colour rendering, not a grey micrograph with annotations.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        ``(height, width, 3 or 4)``, integer or float (alpha ignored).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        bool ``(height, width)``, or None when no pixel (or too many) is coloured.
+    """
+    channels = rgb[..., :3]
+    if channels.dtype.kind in "ui":
+        full = float(np.iinfo(channels.dtype).max)
+    else:
+        full = float(np.max(channels)) or 1.0
+    spread = channels.max(axis=-1).astype(np.float64) - channels.min(axis=-1)
+    coloured = spread > COLOUR_SPREAD * full
+    fraction = float(coloured.mean())
+    return coloured if 0 < fraction <= MAX_COLOURED else None
+
+
 def _luminance(array: np.ndarray) -> np.ndarray:
     rgb = array[..., :3].astype(np.float64)
     return rgb @ _LUMA
@@ -529,9 +569,11 @@ def read_micrograph(
     _check_array(array, path)
     stored_dtype = str(array.dtype)
     n_frames = 1
+    coloured = None
     if raw.layout == "colour":
         if array.ndim != 3 or array.shape[-1] not in (3, 4):
             raise InvalidDataError(f"colour image of shape {array.shape} is not RGB(A)", path)
+        coloured = coloured_pixels(array)
         array = _luminance(array)
     elif raw.layout == "stack" and array.ndim == 3:
         n_frames = array.shape[0]
@@ -561,6 +603,7 @@ def read_micrograph(
         dtype=stored_dtype,
         frames=n_frames,
         metadata=raw.metadata,
+        coloured=coloured,
     )
 
 
