@@ -90,9 +90,19 @@ def find_annotations(image: np.ndarray, coloured: np.ndarray | None = None) -> n
     """
     image = np.asarray(image)
     found = np.zeros(image.shape, dtype=bool) if coloured is None else coloured.copy()
+    for wide, region in _drawn_regions(image):
+        found[wide] |= region
+    if found.any():
+        found = ndimage.binary_dilation(found, _SQUARE, iterations=MARGIN_PX)
+    return found
+
+
+def _drawn_regions(image: np.ndarray) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """The flat extreme-valued regions of `image` that pass the module's tests, each as a
+    box and the region's mask inside it."""
     low, high = float(image.min()), float(image.max())
     if not high > low:  # also NaN
-        return found
+        return []
     # A strided sample gives the image's grey levels at a fraction of the cost; its 1-99 %
     # range is not stretched by the odd hot or dead pixel, as the full range would be.
     stride = max(1, int(np.sqrt(image.size / 250_000)))
@@ -120,11 +130,7 @@ def find_annotations(image: np.ndarray, coloured: np.ndarray | None = None) -> n
                 (solid if kind == "solid" else thin).append((wide, region))
     # Thin strokes (small anti-aliased text) count only beside a solid one (its scale bar).
     reach = GROUP_FRACTION * max(image.shape)
-    for wide, region in solid + [t for t in thin if _near_any(t[0], solid, reach)]:
-        found[wide] |= region
-    if found.any():
-        found = ndimage.binary_dilation(found, _SQUARE, iterations=MARGIN_PX)
-    return found
+    return solid + [t for t in thin if _near_any(t[0], solid, reach)]
 
 
 def _near_border(box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from nanoseg.annotations import remove_annotations
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import Micrograph
 from nanoseg.segment import (
@@ -25,6 +24,7 @@ from nanoseg.segment import (
     as_micrograph,
     particle_result,
     resolve_pixel_size,
+    without_annotations,
 )
 
 __all__ = ["THRESHOLD_METHODS", "ThresholdSegmenter", "threshold_map"]
@@ -124,11 +124,7 @@ class ThresholdSegmenter:
         if not np.isfinite(mic.data).all():
             raise InvalidDataError("the image contains NaN or infinite values", mic.path)
         size, source = resolve_pixel_size(mic, pixel_size, "sizes are given in px")
-        data, annotations = (
-            remove_annotations(mic.data, mic.coloured)
-            if self.mask_annotations
-            else (mic.data, None)
-        )
+        data, annotations = without_annotations(mic, self.mask_annotations)
         sigma, estimate, scale_method = self._sigma(data, mic.path)
         background = self.background or 25 * sigma
         signal = threshold_map(data, sigma=sigma, background=background, polarity=self.polarity)
@@ -149,7 +145,15 @@ class ThresholdSegmenter:
         spread = (high - low) / 8
         score = (1 / (1 + np.exp(-(signal - cut) / spread))).astype(np.float32)
         result = particle_result(
-            mic, score, 0.5, size, source, 1.0, self.min_area_nm2, annotations=annotations
+            mic,
+            score,
+            0.5,
+            size,
+            source,
+            1.0,
+            self.min_area_nm2,
+            annotations=annotations,
+            data=data,
         )
         result.scale_estimate_px, result.scale_method = estimate, scale_method
         return result

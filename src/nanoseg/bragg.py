@@ -61,10 +61,15 @@ from typing import Any
 import numpy as np
 from scipy import fft, ndimage
 
-from nanoseg.annotations import remove_annotations
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import Micrograph
-from nanoseg.segment import SegmentResult, as_micrograph, particle_result, resolve_pixel_size
+from nanoseg.segment import (
+    SegmentResult,
+    as_micrograph,
+    particle_result,
+    resolve_pixel_size,
+    without_annotations,
+)
 
 __all__ = [
     "BAND_PX",
@@ -473,11 +478,7 @@ class BraggSegmenter:
             f"Bragg peaks are looked for at periods of {1 / BAND_PX[1]:.1f}-"
             f"{1 / BAND_PX[0]:.0f} px and sizes are given in px",
         )  # fmt: skip
-        data, annotations = (
-            remove_annotations(mic.data, mic.coloured)
-            if self.mask_annotations
-            else (mic.data, None)
-        )
+        data, annotations = without_annotations(mic, self.mask_annotations)
         try:
             found = bragg_filter(data, size, window=self.window, peak_z=self.peak_z)
         except InvalidDataError as error:
@@ -491,6 +492,7 @@ class BraggSegmenter:
             1.0,
             self.min_area_nm2,
             annotations=annotations,
+            data=data,
         )
 
 

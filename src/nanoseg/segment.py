@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from nanoseg.annotations import fill_annotations, remove_annotations
+from nanoseg.annotations import remove_annotations
 from nanoseg.errors import InvalidDataError, NanosegError
 from nanoseg.io import (
     Micrograph,
@@ -55,6 +55,7 @@ __all__ = [
     "particle_result",
     "resolve_pixel_size",
     "resolve_precision",
+    "without_annotations",
     "write_outputs",
 ]
 
@@ -237,6 +238,29 @@ def resolve_pixel_size(
     return None, "unknown"
 
 
+def without_annotations(mic: Micrograph, mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image a segmenter works on, and the annotations left out of it.
+
+    Parameters
+    ----------
+    mic : Micrograph
+    mask : bool
+        Find the scale bars and text burned into `mic` (and its pixels drawn in colour) and
+        fill them with the carbon's grey (:func:`nanoseg.annotations.remove_annotations`);
+        False keeps every pixel.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        float32 ``(height, width)``: ``mic.data`` itself when nothing was left out.
+    annotations : numpy.ndarray or None
+        bool ``(height, width)``, or None when nothing was left out.
+    """
+    if not mask:
+        return mic.data, None
+    return remove_annotations(mic.data, mic.coloured)
+
+
 def particle_result(
     mic: Micrograph,
     probability: np.ndarray,
@@ -248,6 +272,7 @@ def particle_result(
     edge_level: float | None = None,
     min_relative_diameter: float = 0.0,
     annotations: np.ndarray | None = None,
+    data: np.ndarray | None = None,
 ) -> SegmentResult:
     """Threshold a probability map, drop specks, measure: the end of every segmenter.
 
@@ -270,17 +295,17 @@ def particle_result(
     min_relative_diameter : float
         Particles (clear of the border) narrower than this fraction of the micrograph's
         typical particle are dropped too (:func:`nanoseg.measure.clean_mask`); 0 keeps them.
-    annotations : numpy.ndarray, optional
-        bool ``(height, width)``: scale bars and text burned into the image
-        (:func:`nanoseg.annotations.find_annotations`). No particle is reported there, the
-        outline step sees them filled with the carbon's grey, and particles next to them are
-        marked ``touches_border`` (partly hidden, like those cut by the image edge).
+    annotations, data : numpy.ndarray, optional
+        What :func:`without_annotations` returns: the scale bars and text burned into the
+        image (bool ``(height, width)``), and the image with them filled with the carbon's
+        grey, which the outline step measures contrast on (default ``mic.data``). No particle
+        is reported on an annotation, and particles next to one are marked ``touches_border``
+        (partly hidden, like those cut by the image edge).
     """
-    data = mic.data
+    data = mic.data if data is None else data
     annotation_px = 0 if annotations is None else int(np.count_nonzero(annotations))
     if annotation_px:
         probability = np.where(annotations, np.float32(0), probability)
-        data = fill_annotations(data, annotations)
     if pixel_size is not None:
         min_area_px = (1.0 if min_area_nm2 is None else min_area_nm2) / pixel_size**2
     else:
@@ -465,11 +490,7 @@ class Segmenter:
             pixel_size,
             "particle scale estimated from the image, sizes in px (give --pixel-size for nm)",
         )
-        data, annotations = (
-            remove_annotations(mic.data, mic.coloured)
-            if self.mask_annotations
-            else (mic.data, None)
-        )
+        data, annotations = without_annotations(mic, self.mask_annotations)
         try:
             if size is None:
                 probability, factor, estimate, method = self.auto_scale(data)
@@ -489,6 +510,7 @@ class Segmenter:
             self._refine_level,
             self.min_relative_diameter,
             annotations,
+            data,
         )
         result.scale_estimate_px, result.scale_method = estimate, method
         return result
