@@ -14,7 +14,9 @@ The model is loaded and run once on a small image first (warm-up), then the whol
 the same call again, as for the next micrograph of a batch (the network's kernels for that tile
 size are then already built).
 With ``--memory`` the run happens in a child process and its peak resident memory
-(``ru_maxrss``) is reported. Prints one Markdown table row for BENCHMARKS.md.
+(``ru_maxrss``) is reported. The process reuses freed memory, as the ``nanoseg`` command does
+(:func:`nanoseg.runtime.keep_freed_memory`); ``--allocator default`` measures glibc's
+default, which gives every large array fresh pages. Prints one Markdown table row for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from scipy import ndimage
 from simulated_segment import add_edge_argument
 
+from nanoseg.runtime import keep_freed_memory
 from nanoseg.segment import Segmenter
 
 
@@ -49,7 +52,16 @@ def synthetic(size: int, seed: int = 0) -> np.ndarray:
     return image + rng.normal(0, 0.5, image.shape).astype(np.float32)
 
 
-def run(size: int, tta: str, model: str, precision: str = "auto", edge: str = "contrast") -> dict:
+def run(
+    size: int,
+    tta: str,
+    model: str,
+    precision: str = "auto",
+    edge: str = "contrast",
+    allocator: str = "reuse",
+) -> dict:
+    if allocator == "reuse":
+        keep_freed_memory()
     segmenter = Segmenter.load(model, tta=tta, precision=precision, edge=edge)
     span = segmenter.card.get("pixel_size_range_nm") or [None]
     pixel = span[0]
@@ -73,6 +85,7 @@ def run(size: int, tta: str, model: str, precision: str = "auto", edge: str = "c
         "threads": torch.get_num_threads(),
         "precision": segmenter.precision,
         "edge": edge,
+        "allocator": allocator,
     }
 
 
@@ -83,6 +96,9 @@ def main() -> None:
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
     add_edge_argument(parser)
+    parser.add_argument(
+        "--allocator", choices=["reuse", "default"], default="reuse", help="see the notes"
+    )
     parser.add_argument("--memory", action="store_true", help="run in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,6 +118,8 @@ def main() -> None:
                 args.precision,
                 "--edge",
                 args.edge,
+                "--allocator",
+                args.allocator,
             ],
             check=True,
             capture_output=True,
@@ -109,7 +127,7 @@ def main() -> None:
         ).stdout
         result = json.loads(out.strip().splitlines()[-1])
     else:
-        result = run(args.size, args.tta, args.model, args.precision, args.edge)
+        result = run(args.size, args.tta, args.model, args.precision, args.edge, args.allocator)
         if args.child:
             print(json.dumps(result))
             return
@@ -118,7 +136,7 @@ def main() -> None:
         f"| {result['size']}^2, tta {result['tta']} | {result['seconds']} s "
         f"(next micrograph {result['next_seconds']} s) | "
         f"{result['peak_mb']} MB | {result['particles']} particles; {result['precision']}; "
-        f"{result['threads']} threads; "
+        f"{result['threads']} threads; {result['allocator']} allocator; "
         f"{os.cpu_count()} cores |"
     )
 

@@ -11,6 +11,7 @@ from scipy import ndimage
 from synthetic import make_set as _make_set
 from typer.testing import CliRunner
 
+import nanoseg.dataset as dataset_module
 from nanoseg import ShapeMismatchError
 from nanoseg.cli import app
 from nanoseg.dataset import (
@@ -19,6 +20,7 @@ from nanoseg.dataset import (
     build_dataset,
     dataset_summary,
     normalize,
+    tail_percentiles,
     tile_origins,
 )
 from nanoseg.io import write_mask
@@ -149,6 +151,24 @@ def test_normalisation_modes(mode: str):
     else:
         assert out.mean() == pytest.approx(0, abs=1e-5) and out.std() == pytest.approx(1, abs=1e-4)
     np.testing.assert_allclose(out * scale + offset, image, rtol=1e-5)
+
+
+def test_tail_percentiles_equal_numpys() -> None:
+    rng = np.random.default_rng(0)
+    misleading = rng.normal(size=(1200, 1000))
+    # Every value the strided sample reads is 0: its tails say nothing about the image's.
+    misleading.ravel()[:: misleading.size // dataset_module._TAIL_SAMPLE] = 0.0
+    images = [
+        rng.normal(size=(1100, 1000)).astype(np.float32),
+        rng.integers(0, 256, (1000, 1100)).astype(np.uint8),  # ties; negating would wrap
+        rng.integers(0, 4, (1000, 1000)).astype(np.float32),  # a few grey levels
+        misleading,
+        rng.normal(size=(40, 40)),  # small: numpy itself
+    ]
+    q = (0, 0.1, 1, 37.5, 50, 99, 99.9, 100)
+    for image in images:
+        # float32 images are interpolated in float32 by numpy: equal to its rounding.
+        np.testing.assert_allclose(tail_percentiles(image, q), np.percentile(image, q), rtol=1e-6)
 
 
 def test_resampling_to_a_pixel_size(data: Path, tmp_path: Path):

@@ -140,6 +140,27 @@ def test_forward_returns_logits_and_probabilities() -> None:
         net(torch.rand(1, 3, 64, 64))
 
 
+@pytest.mark.parametrize("widths", [(4,), (4, 4), (4, 4, 4), (4, 8, 16, 32)])
+def test_tile_margin_is_exact_and_tight(widths: tuple[int, ...]) -> None:
+    """Outputs `tile_margin` px or more inside a grid-aligned crop equal the whole image's;
+    one pixel nearer the crop's edge, some differ (the zero padding reaches them)."""
+    torch.manual_seed(0)
+    config = UNetConfig(widths=widths, dropout=0.0)
+    net = UNet(config).double().eval()
+    margin, period = config.tile_margin, 2**config.depth
+    assert margin <= config.receptive_radius
+    offset = -(-margin // period) * period + period  # on the grid, more than a margin in
+    side = -(-2 * margin // period) * period + 2 * period  # on the grid too
+    x = torch.rand(1, 1, side + 2 * offset, side + 2 * offset, dtype=torch.float64)
+    with torch.no_grad():
+        whole = net(x)[0, 1, offset : offset + side, offset : offset + side]
+        crop = net(x[..., offset : offset + side, offset : offset + side])[0, 1]
+    diff = (crop - whole).abs()
+    inner = (slice(margin, side - margin),) * 2
+    assert diff[inner].max() < 1e-9
+    assert diff[margin - 1].max() > 1e-6 and diff[:, side - margin].max() > 1e-6
+
+
 def test_predict_proba_restores_training_mode() -> None:
     net = paper_unet().train()
     net.predict_proba(torch.rand(1, 1, 32, 32))

@@ -3,15 +3,16 @@
 A whole micrograph is cut into overlapping tiles whose probability maps are blended into one.
 Near a tile's edge a convolutional network sees zero padding instead of image, and its output
 there differs from what it gives with the image around (by up to 0.6 in probability for the
-bundled model). So each tile's outputs within the network's receptive radius
-(:attr:`nanoseg.model.UNetConfig.receptive_radius`) of an edge shared with another tile get
-no weight; beyond that a raised-cosine ramp of `overlap` pixels hands over to the neighbour,
-whose outputs there are equally free of padding. The blended map therefore equals, up to
-rounding, the map of one pass over the whole micrograph: no seams. The micrograph is first
-extended by reflection by the same radius, so its own edges are predicted with image-like
-context as well. Tiles start at multiples of ``2**depth`` pixels, the shifts the network's
-pooling grid keeps, and the blending weights are separable, so the summed weight is the
-outer product of two 1-D sums and needs no array of its own.
+bundled model). Tiles start at multiples of ``2**depth`` pixels, the shifts the network's
+pooling grid keeps, so the padding reaches a known distance into a tile
+(:attr:`nanoseg.model.UNetConfig.tile_margin`, 78 px for the paper's depth). Each tile's
+outputs that near an edge shared with another tile get no weight; beyond that a
+raised-cosine ramp of `overlap` pixels hands over to the neighbour, whose outputs there are
+equally free of padding. The blended map therefore equals, up to rounding, the map of one
+pass over the whole micrograph: no seams. The micrograph is first extended by reflection by
+the same margin, so its own edges are predicted with image-like context as well. The
+blending weights are separable, so each tile's weights are divided by the summed weight
+before blending, as two 1-D arrays: no full-size array of weights, no division afterwards.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def predict_image(
         float32 ``(height, width)``, preprocessed like the model's training tiles.
     tile : int
         Largest tile side in pixels (rounded up to a multiple of ``2**depth``, and to at least
-        twice the overlap between tiles, ``2 * receptive_radius + overlap``); larger tiles
+        twice the overlap between tiles, ``2 * tile_margin + overlap``); larger tiles
         waste less work in the overlaps but need more memory (about 0.2 GB per million
         pixels for the paper's widths).
     overlap : int
@@ -185,13 +186,13 @@ def predict_image(
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
     multiple = 2**model.config.depth
-    margin = model.config.receptive_radius
+    margin = model.config.tile_margin
     # Tiles overlap by `span`, a multiple of the pooling grid; what the rounding adds
     # lengthens the ramp.
     span = _round_up(2 * margin + overlap, multiple)
     ramp = span - 2 * margin
     height, width = image.shape
-    # Extend by reflection by at least the receptive radius, to a field whose sides are
+    # Extend by reflection by at least the margin, to a field whose sides are
     # multiples of the network's; as evenly as possible on both sides, so that a mirrored
     # micrograph lies on the pooling grid as the original does (for TTA).
     pads = []
@@ -205,37 +206,40 @@ def predict_image(
     origins = [
         tile_origins(n, t, max(multiple, t - span)) for n, t in zip(shape, tiles, strict=True)
     ]
-    # Per axis: each tile's window (blended only towards its neighbours) and their sum.
-    windows: list[list[np.ndarray]] = []
-    sums = []
-    for n, t, starts in zip(shape, tiles, origins, strict=True):
+    # Per axis: each tile's window (blended only towards its neighbours) divided by the sum
+    # of all windows, cut to the micrograph (the padding is not kept): where it starts in the
+    # tile and in the micrograph, and the weights.
+    placed: list[list[tuple[int, int, np.ndarray]]] = []
+    for n, t, starts, inside, (before, _) in zip(
+        shape, tiles, origins, image.shape, pads, strict=True
+    ):
         axis = [
-            blend_window(t, ramp, margin, start=i > 0, end=i < len(starts) - 1).astype(np.float32)
+            blend_window(t, ramp, margin, start=i > 0, end=i < len(starts) - 1)
             for i in range(len(starts))
         ]
-        total = np.zeros(n, dtype=np.float32)
+        total = np.zeros(n)
         for o, w in zip(starts, axis, strict=True):
             total[o : o + t] += w
-        windows.append(axis)
-        sums.append(total)
-    out = np.zeros(shape, dtype=np.float32)
+        cuts = []
+        for o, w in zip(starts, axis, strict=True):
+            lo, hi = max(o, before), min(o + t, before + inside)
+            weight = (w[lo - o : hi - o] / total[lo:hi]).astype(np.float32)
+            cuts.append((lo - o, lo - before, weight))
+        placed.append(cuts)
+    probability = np.zeros((height, width), dtype=np.float32)
     positions = [(r, c, i, j) for i, r in enumerate(origins[0]) for j, c in enumerate(origins[1])]
     for first in range(0, len(positions), batch_size):
         chunk = positions[first : first + batch_size]
         batch = np.stack([padded[r : r + tiles[0], c : c + tiles[1]] for r, c, _, _ in chunk])
         proba = _predict_batch(model, batch, tta)
-        for (r, c, i, j), p in zip(chunk, proba, strict=True):
-            p *= windows[0][i][:, None]
-            p *= windows[1][j][None, :]
-            out[r : r + tiles[0], c : c + tiles[1]] += p
+        for (_, _, i, j), p in zip(chunk, proba, strict=True):
+            (row, top, rows), (col, left, cols) = placed[0][i], placed[1][j]
+            part = p[row : row + rows.size, col : col + cols.size]
+            part *= rows[:, None]
+            part *= cols[None, :]
+            probability[top : top + rows.size, left : left + cols.size] += part
         if progress is not None:
             progress(min(first + batch_size, len(positions)), len(positions))
-    # The summed weights are separable too: two broadcast divisions, no full-size array.
-    top, left = pads[0][0], pads[1][0]
-    inner = out[top : top + height, left : left + width]
-    inner /= sums[0][top : top + height, None]
-    inner /= sums[1][None, left : left + width]
-    probability = np.ascontiguousarray(inner)
     # In place: np.clip on float32 costs up to 5x more on this scale.
     np.maximum(probability, 0, out=probability)
     return np.minimum(probability, 1, out=probability)
