@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from nanoseg.measure import touches_edge
+
 __all__ = [
     "CURVE_METRICS",
     "DEFAULT_THRESHOLDS",
@@ -311,11 +313,10 @@ def drop_border_objects(mask: np.ndarray, *, connectivity: int = 2) -> np.ndarra
     masks = _stack(mask, "mask")
     out = np.zeros_like(masks)
     for i, image in enumerate(masks):
-        labels, _ = _label_stack(image[None], connectivity)
-        labels = labels[0]
-        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-        touching = np.unique(edge[edge > 0])
-        out[i] = (labels > 0) & ~np.isin(labels, touching)
+        labels, count = _label_stack(image[None], connectivity)
+        drop = touches_edge(labels[0], count)
+        drop[0] = True  # the background
+        out[i] = ~drop[labels[0]]
     return out.reshape(np.shape(mask))
 
 
