@@ -524,3 +524,36 @@ def test_precision_is_checked_and_recorded(model_dir: Path) -> None:
     assert Segmenter.load(model_dir, precision="float32").settings["precision"] == "float32"
     with pytest.raises(NanosegError, match="--precision must be one of"):
         Segmenter.load(model_dir, precision="half")
+
+
+def test_overlay_outlines_particles_and_draws_a_scale_bar() -> None:
+    from skimage.segmentation import find_boundaries
+
+    from nanoseg.report import OUTLINE_COLOUR, overlay_image
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 5, (300, 400)).astype(np.float32)
+    yy, xx = np.mgrid[:300, :400]
+    mask = (yy - 120) ** 2 + (xx - 150) ** 2 < 30**2
+    mask |= (yy < 20) & (xx > 350)  # a particle cut by the image's edge
+    plain = overlay_image(image, mask)
+    assert plain.shape == (300, 400, 3) and plain.dtype == np.uint8
+    outline = (plain == OUTLINE_COLOUR).all(axis=-1)
+    # 1 px outlines at this size: skimage's inner boundaries; the image's edge is no boundary.
+    np.testing.assert_array_equal(outline, find_boundaries(mask, mode="inner"))
+    grey = plain[~outline]
+    assert (grey[:, 0] == grey[:, 1]).all() and np.ptp(grey[:, 0]) > 100
+    # Larger micrographs get thicker outlines: here 3 px, all inside the particle.
+    big = np.zeros((3600, 3600), bool)
+    big[1000:1200, 1000:1200] = True
+    thick = (overlay_image(np.zeros(big.shape), big) == OUTLINE_COLOUR).all(axis=-1)
+    assert thick[1100, 1000:1003].all() and not thick[1100, 1003] and not thick[1100, 999]
+    # With a pixel size: a black box with a white bar in the lower left corner, nothing else.
+    scaled = overlay_image(image, mask, pixel_size=0.5)
+    changed = (scaled != plain).any(axis=-1)
+    rows, cols = np.nonzero(changed)
+    assert rows.min() > 200 and cols.max() < 200
+    corner = scaled[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    assert (corner == 0).all(axis=-1).mean() > 0.5
+    # The bar: 20 nm (the round length nearest below a fifth of the width), 40 px of white.
+    assert ((corner == 255).all(axis=-1).sum(axis=1) == 40).any()

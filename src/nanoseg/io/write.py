@@ -178,7 +178,9 @@ def write_png(
             kwargs["dpi"] = (per_metre * 0.0254,) * 2
     pil = Image.fromarray(image)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG", **kwargs)
+        # zlib level 1: a 4096^2 RGB overlay takes 1.0 s and 25 MB, against 4.3 s and 37 MB at
+        # Pillow's default 6 (which also picks per-row filters); a mask 0.1 s instead of 0.2 s.
+        pil.save(tmp, format="PNG", compress_level=1, **kwargs)
     return path
 
 
