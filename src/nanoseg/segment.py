@@ -615,15 +615,16 @@ def write_outputs(result: SegmentResult, out_dir: Path, stem: str) -> dict[str, 
 
     Each file is written atomically (a killed run leaves whole files or none).
     """
-    from nanoseg.report import overlay_image
+    from nanoseg.report import OVERLAY_PALETTE, overlay_indexed
 
     paths = output_paths(out_dir, stem)
     write_mask(paths["mask"], result.mask, result.pixel_size)
     write_tiff(paths["probability"], result.probability.astype(np.float32), result.pixel_size)
     write_png(
         paths["overlay"],
-        overlay_image(result.image, result.mask, result.pixel_size),
+        overlay_indexed(result.image, result.mask, result.pixel_size),
         result.pixel_size,
+        palette=OVERLAY_PALETTE,
     )
     table = result.particles.astype(object).where(result.particles.notna(), "")
     write_csv(paths["particles"], table.to_dict("records"), list(PARTICLE_COLUMNS))
