@@ -437,7 +437,7 @@ def overlay_indexed(
         fill=white,
         font=font,
     )
-    indexed[top:bottom, left:right] = np.minimum(np.asarray(corner), white)
+    indexed[top:bottom, left:right] = np.asarray(corner)  # drawn no brighter than `white`
     return indexed
 
 
