@@ -162,3 +162,30 @@ def test_grow_matches_scipy_maximum_filter() -> None:
         mask = rng.random((height, width)) < 0.05
         expected = ndimage.maximum_filter(mask.view(np.uint8), size=2 * reach + 1)
         np.testing.assert_array_equal(_grow(mask, reach), expected.view(bool))
+
+
+def test_stacked_windows_equal_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small particles are refined as stacks of windows: the same outlines as one by one,
+    at the image's edges too, for dark and faint particles, touching and merged ones."""
+    from nanoseg import refine
+
+    rng = np.random.default_rng(7)
+    shape = (400, 440)
+    centres = [(tuple(rng.uniform(0, s) for s in shape), rng.uniform(6, 12)) for _ in range(70)]
+    contrasts = rng.uniform(0.1, 1.5, len(centres))  # some too faint to refine
+    image = 10.0 - sum(c * _disc(shape, p, r) for (p, r), c in zip(centres, contrasts, strict=True))
+    image = ndimage.gaussian_filter(image, 1.5) + rng.normal(0, 0.15, shape)
+    mask = np.any([_disc(shape, p, r + rng.uniform(-2, 3)) for p, r in centres], axis=0)
+    stacked_jobs = []
+    stack = refine._refine_stack
+
+    def counted(jobs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        stacked_jobs.extend(jobs)
+        return stack(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(refine, "_refine_stack", counted)
+    stacked = refine_outlines(image, mask, min_area_px=10)
+    assert len(stacked_jobs) > 40  # the stacks did most of the work
+    monkeypatch.setattr(refine, "STACK_SIDES", ())
+    np.testing.assert_array_equal(stacked, refine_outlines(image, mask, min_area_px=10))
+    assert not np.array_equal(stacked, mask)

@@ -36,7 +36,8 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     default, reused, took = out.split()
     if took != "True":
         pytest.skip("not glibc: keep_freed_memory changes nothing")
-    # By default a large array gets fresh pages each time; once freed memory is kept, the
-    # second array of the same size reuses the first one's.
-    assert int(default) > 100
+    # By default a large array gets fresh pages each time (one fault per 4 kB page, or per
+    # 2 MB where the kernel hands out huge pages: 64 or more for 128 MB); once freed memory
+    # is kept, the second array of the same size reuses the first one's.
+    assert int(default) >= 64
     assert int(reused) < int(default) / 10
