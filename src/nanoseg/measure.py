@@ -265,38 +265,60 @@ def _crofton_perimeters(labels: np.ndarray, count: int) -> np.ndarray:
     return histogram[1:] @ _CROFTON
 
 
-def _convex_areas(runs: _Runs, area: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarray:
+def _convex_areas(runs: _Runs, count: int) -> np.ndarray:
     """Area (px^2) of the convex hull of each particle's pixel squares, float ``(count,)``.
 
-    scikit-image's ``solidity`` rasterises the hull, which took 2 of the 3 s needed to measure
-    a 4096^2 micrograph. The hull of a set of pixel squares is the hull of the outer corners of
-    each row's leftmost and rightmost pixel, so only those (at most 4 per row) go to Qhull.
+    A particle (8-connected) covers consecutive rows, and a horizontal line through its hull
+    cuts it between a left and a right boundary: the hull is bounded by the lower convex
+    envelope of its left edges and the upper concave envelope of its right edges, taken at
+    each row edge (:func:`_envelope_integrals`), and its area is the integral of their
+    difference. Exact (integer corners), every particle at once; scikit-image's ``solidity``
+    rasterises the hull and a Qhull call per particle took 0.8 s for 8,000 particles.
     """
-    from scipy.spatial import ConvexHull, QhullError
-
-    # One entry per (particle, row): its leftmost and rightmost pixel.
+    # One entry per (particle, row): the left edge of its leftmost and the right edge of its
+    # rightmost pixel.
     new = np.flatnonzero(
         np.r_[True, (runs.label[1:] != runs.label[:-1]) | (runs.row[1:] != runs.row[:-1])]
     )
     label, row = runs.label[new], runs.row[new]
-    first = np.minimum.reduceat(runs.first, new)
-    last = np.maximum.reduceat(runs.last, new)
-    bounds = np.searchsorted(label, np.arange(1, area.size + 2))
-    hulls = np.empty(area.size)
-    for index in range(area.size):
-        part = slice(bounds[index], bounds[index + 1])
-        # Coordinates from the particle's box corner, as regionprops measures.
-        rows = (row[part] - top[index]).astype(float)
-        lo = (first[part] - left[index]).astype(float)
-        hi = (last[part] - left[index] + 1).astype(float)
-        corners = np.concatenate(
-            [np.stack([rows + dr, col], axis=1) for dr in (0, 1) for col in (lo, hi)]
-        )
-        try:
-            hulls[index] = ConvexHull(corners).volume  # a 2-D hull's "volume" is its area
-        except QhullError:  # all corners on one line: a single row or column of pixels
-            hulls[index] = area[index]
-    return hulls
+    left = np.minimum.reduceat(runs.first, new).astype(float)
+    right = np.maximum.reduceat(runs.last, new).astype(float) + 1
+    # Points at each row's top edge (the wider of the two rows meeting there), plus each
+    # particle's bottom edge, after its last row.
+    first_row = np.r_[True, label[1:] != label[:-1]]
+    last_row = np.r_[first_row[1:], True]
+    left_top = np.where(first_row, left, np.minimum(left, np.roll(left, 1)))
+    right_top = np.where(first_row, right, np.maximum(right, np.roll(right, 1)))
+    after = np.flatnonzero(last_row) + 1
+    y = np.insert(row.astype(float), after, row[last_row] + 1.0)
+    owner = np.insert(label, after, label[last_row]) - 1
+    lower = _envelope_integrals(y, np.insert(left_top, after, left[last_row]), owner, count)
+    upper = _envelope_integrals(y, -np.insert(right_top, after, right[last_row]), owner, count)
+    return -upper - lower
+
+
+def _envelope_integrals(y: np.ndarray, x: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
+    """Integral over y of the lower convex envelope of each chain of points ``(y, x)``.
+
+    Points are float ``(n,)``, grouped in chains by `owner` (int, 0..`count` - 1, each chain
+    consecutive, y increasing along it). A point on or above the chord between its neighbours
+    is not a vertex of the envelope; all such points go at once, and again among those left,
+    until every chain is convex. Returns float ``(count,)``.
+    """
+    ends = np.r_[True, owner[1:] != owner[:-1]] | np.r_[owner[:-1] != owner[1:], True]
+    while True:
+        # A chain's first and last points always stay, so interior points' neighbours are
+        # in the same chain.
+        dy_prev, dx_prev = y[1:-1] - y[:-2], x[1:-1] - x[:-2]
+        dy_next, dx_next = y[2:] - y[:-2], x[2:] - x[:-2]
+        drop = np.r_[False, (dx_prev * dy_next >= dx_next * dy_prev) & ~ends[1:-1], False]
+        if not drop.any():
+            break
+        keep = ~drop
+        y, x, owner, ends = y[keep], x[keep], owner[keep], ends[keep]
+    same = owner[1:] == owner[:-1]
+    trapezoids = (y[1:] - y[:-1]) * (x[1:] + x[:-1]) / 2
+    return np.bincount(owner[:-1][same], weights=trapezoids[same], minlength=count)
 
 
 def _ellipses(
@@ -394,7 +416,7 @@ def measure_particles(
         "minor_axis_nm": minor * nm,
         "eccentricity": eccentricity,
         "circularity": np.where(perimeter > 0, circularity, 1.0),
-        "solidity": np.minimum(1.0, area / _convex_areas(runs, area, top, left)),
+        "solidity": np.minimum(1.0, area / _convex_areas(runs, count)),
         "mean_probability": mean_probability,
         "touches_border": _touches_border(boxes, labels.shape),
     }
