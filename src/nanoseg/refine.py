@@ -8,8 +8,8 @@ network trained on simulated micrographs puts around real particles, whose edges
 look a little different from the simulated ones (see the README's figures on the real
 development sets).
 
-Each particle is refined on its own, inside a box around it (particles up to a few dozen
-pixels across many at a time, their boxes stacked, with the same arithmetic):
+Each particle is refined on its own, inside a box around it (particles whose box is at most
+256 px many at a time, their boxes stacked, with the same arithmetic):
 
 1. the image is smoothed with a Gaussian of about a twentieth of the typical particle
    diameter (noise and lattice fringes must not decide the edge);
@@ -55,9 +55,9 @@ TRUNCATE = 3.0
 BOX_SMOOTHING_LIMIT = 0.5
 #: Particles whose box fits a window of one of these sides (px) are refined together, a stack
 #: of windows at a time, with the same arithmetic: in dense micrographs (thousands of
-#: particles 10-40 px across) the few dozen NumPy calls per particle took the time, not the
+#: particles 10-100 px across) the few dozen NumPy calls per particle took the time, not the
 #: pixels. Larger particles are refined one by one.
-STACK_SIDES = (24, 32, 48, 64, 96)
+STACK_SIDES = (24, 32, 48, 64, 96, 128, 192, 256)
 #: Pixels per stack of windows (bounds the memory: about 20 bytes each).
 STACK_PIXELS = 2**21
 # Connectivity within each window of a stack, none across windows.
