@@ -31,7 +31,6 @@ from nanoseg.baselines import ThresholdSegmenter
 from nanoseg.bragg import BraggSegmenter
 from nanoseg.errors import NanosegError
 from nanoseg.io import READ_EXTENSIONS, check_output_dir, json_ready, write_csv, write_json
-from nanoseg.runtime import keep_freed_memory
 from nanoseg.segment import (
     BUILTIN,
     DEFAULT_MIN_RELATIVE_DIAMETER,
@@ -134,10 +133,11 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 @lru_cache(maxsize=2)
 def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | BraggSegmenter:
     """The segmenter `options` describe, loaded once per process and kept (a Dask worker
-    keeps it between tasks; a caller asking again gets the same object). The process reuses
-    freed memory from then on (:func:`nanoseg.runtime.keep_freed_memory`), as the command
-    line does."""
-    keep_freed_memory()
+    keeps it between tasks; a caller asking again gets the same object).
+
+    Dask workers keep glibc's default of handing freed memory back, as Dask configures them:
+    the nanny pauses a worker whose memory stays high, so one that kept the high-water mark of
+    its largest micrograph (:func:`nanoseg.runtime.keep_freed_memory`) could stay paused."""
     if options.method == "bragg":
         return BraggSegmenter(
             min_area_nm2=options.min_area_nm2, mask_annotations=options.mask_annotations

@@ -5,9 +5,10 @@ back to the system when the block is freed. A 4096² micrograph passes through d
 full-size arrays (float32 maps, label images, masks), so every one of them is built on fresh
 pages: 300,000-400,000 page faults, 0.6-0.9 s of a 2.3 s segmentation on a 2-core machine
 (BENCHMARKS.md). :func:`keep_freed_memory` makes the allocator keep freed memory and reuse
-it instead. The ``nanoseg`` command and its batch workers call it; a Python program that
-segments many micrographs may call it too. The price: the process keeps the memory of its
-largest micrograph until it exits, instead of shrinking between micrographs.
+it instead. The ``nanoseg`` command calls it; a Python program that segments many
+micrographs may call it too. The price: the process keeps the memory of its largest
+micrograph until it exits, instead of shrinking between micrographs. Dask workers do not call
+it (see :func:`nanoseg.batch.load_segmenter`).
 """
 
 from __future__ import annotations
