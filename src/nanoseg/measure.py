@@ -125,12 +125,12 @@ def padded_box(box: tuple[slice, ...], pad: int, shape: tuple[int, ...]) -> tupl
 
 
 def touches_edge(labels: np.ndarray, count: int) -> np.ndarray:
-    """Which labels of a label image reach its edge.
+    """Which labels of a label image reach its edge (of a stack of images, each one's edge).
 
     Parameters
     ----------
     labels : numpy.ndarray
-        int ``(height, width)``, labels 0..`count`.
+        int ``(height, width)`` or ``(n, height, width)``, labels 0..`count`.
     count : int
 
     Returns
@@ -139,7 +139,7 @@ def touches_edge(labels: np.ndarray, count: int) -> np.ndarray:
         bool ``(count + 1,)``, indexed by label (entry 0 for label 0 too).
     """
     edge = np.zeros(count + 1, dtype=bool)
-    for line in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+    for line in (labels[..., 0, :], labels[..., -1, :], labels[..., 0], labels[..., -1]):
         edge[line] = True
     return edge
 

@@ -414,20 +414,9 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     The same as :func:`scipy.ndimage.binary_fill_holes` (background 4-connected), by one
     labelling instead of a dilation repeated until nothing changes.
     """
-    stacked = mask.ndim == 3
-    background, count = ndimage.label(~mask, structure=_IN_PLANE_4 if stacked else None)
+    background, count = ndimage.label(~mask, structure=_IN_PLANE_4 if mask.ndim == 3 else None)
     if count == 0:
         return mask
-    if stacked:
-        edge = np.zeros(count + 1, dtype=bool)
-        for line in (
-            background[:, 0],
-            background[:, -1],
-            background[:, :, 0],
-            background[:, :, -1],
-        ):
-            edge[line] = True
-    else:
-        edge = touches_edge(background, count)
+    edge = touches_edge(background, count)
     edge[0] = True
     return mask | ~edge[background]
