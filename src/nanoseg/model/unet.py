@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,23 @@ def _inputs_read(pixel: int, depth: int) -> tuple[int, int]:
         return min(skip[0], up[0]), max(skip[1], up[1])
 
     return decoder(0, pixel, pixel)
+
+
+@functools.cache
+def _tile_margin(depth: int, bound: int) -> int:
+    """:attr:`UNetConfig.tile_margin` for a depth whose receptive radius is at most `bound`
+    (a few hundred dependency traces: computed once, not for every micrograph)."""
+    period = 2**depth
+    # A pixel's dependencies shift with it by whole periods, so one period past the upper
+    # bound covers every case; the right edge is checked as the left one mirrored.
+    far = bound + period
+    needed = 0
+    for p in range(far):
+        low, _ = _inputs_read(p, depth)
+        _, high = _inputs_read(far * period - 1 - p, depth)
+        if low < 0 or high > far * period - 1:
+            needed = p + 1
+    return needed
 
 
 @dataclass(frozen=True)
@@ -131,17 +149,7 @@ class UNetConfig:
         alignment of the pooling grid: 78 px instead of 107 for depth 4. Found by following
         each output pixel's dependencies back through the layers (:func:`_inputs_read`).
         """
-        period = 2**self.depth
-        # A pixel's dependencies shift with it by whole periods, so one period past the
-        # upper bound covers every case; the right edge is checked as the left one mirrored.
-        far = self.receptive_radius + period
-        needed = 0
-        for p in range(far):
-            low, _ = _inputs_read(p, self.depth)
-            _, high = _inputs_read(far * period - 1 - p, self.depth)
-            if low < 0 or high > far * period - 1:
-                needed = p + 1
-        return needed
+        return _tile_margin(self.depth, self.receptive_radius)
 
     def describe(self) -> str:
         """One line, e.g. ``"U-Net widths 4-8-16-32, batch norm, dropout 0.2"``."""
