@@ -15,11 +15,13 @@ from nanoseg.annotations import fill_annotations, find_annotations, remove_annot
 from nanoseg.cli import app
 from nanoseg.io import read_micrograph
 from nanoseg.io.read import coloured_pixels
-from nanoseg.segment import Segmenter
+from nanoseg.segment import Segmenter, SegmentResult
 
 SHAPE = (240, 320)
 #: Where the export's scale bar and its label are drawn: bottom left, as DM and Velox do.
 BAR = (slice(222, 231), slice(16, 136))
+#: Centres (row, column) of the dark particles `_export` draws.
+PARTICLES = [(50, 60), (60, 160), (120, 250), (110, 90), (170, 200)]
 
 
 def _export(seed: int = 0, text: bool = True, bar_value: int = 0, more: tuple = ()) -> np.ndarray:
@@ -27,7 +29,7 @@ def _export(seed: int = 0, text: bool = True, bar_value: int = 0, more: tuple = 
     rng = np.random.default_rng(seed)
     rows, cols = np.indices(SHAPE)
     image = 150 + ndimage.gaussian_filter(rng.normal(0, 25, SHAPE), 1.0)
-    for r, c in [(50, 60), (60, 160), (120, 250), (110, 90), (170, 200), *more]:
+    for r, c in [*PARTICLES, *more]:
         distance = np.hypot(rows - r, cols - c)
         image -= 70 / (1 + np.exp((distance - 15) / 1.5))  # blurred edge, as real ones
     image = np.clip(np.round(image), 1, 254).astype(np.uint8)
@@ -38,6 +40,24 @@ def _export(seed: int = 0, text: bool = True, bar_value: int = 0, more: tuple = 
         ImageDraw.Draw(picture).text((20, 168), "50 nm", fill=bar_value, font=font)
         image = np.asarray(picture).copy()
     return image
+
+
+def _particle_at(result: SegmentResult, centre: tuple[int, int]) -> pd.Series:
+    """The row of `result`'s table for the one particle whose centroid is within 3 px of
+    `centre` (row, column)."""
+    table = result.particles
+    near = np.hypot(table["centroid_y_px"] - centre[0], table["centroid_x_px"] - centre[1]) < 3
+    assert near.sum() == 1, f"no single particle found at {centre}"
+    return table[near].iloc[0]
+
+
+def _drawn_particles(result: SegmentResult, centres: list[tuple[int, int]]) -> pd.DataFrame:
+    """The rows of `result`'s table for the particles drawn at `centres`, one each.
+
+    Only the drawn particles are checked: in this cartoon's filtered white noise (unlike real
+    carbon) the bundled model also marks a few specks (BENCHMARKS.md, "Specks in white noise").
+    """
+    return pd.DataFrame([_particle_at(result, centre) for centre in centres])
 
 
 def test_scale_bar_and_label_are_found_and_nothing_else() -> None:
@@ -114,8 +134,7 @@ def test_segmenter_reports_no_particle_on_the_annotation() -> None:
     assert not (result.mask & found).any()
     assert np.array_equal(result.image, image.astype(np.float32))  # overlays show the label
     # The five particles, all found (none is next to the label).
-    assert len(result.particles) == 5
-    assert not result.particles["touches_border"].any()
+    assert not _drawn_particles(result, PARTICLES)["touches_border"].any()
     kept = Segmenter.load(mask_annotations=False)(image, pixel_size=0.3)
     assert kept.annotation_px == 0
     # Segmented as they are, the black bar and digits are taken for particles.
@@ -125,12 +144,11 @@ def test_segmenter_reports_no_particle_on_the_annotation() -> None:
 def test_particle_next_to_a_label_is_marked_as_cut() -> None:
     image = _export(more=[(222, 150)])  # a sixth particle, partly under the scale bar's end
     result = Segmenter.load()(image, pixel_size=0.3)
+    assert not _drawn_particles(result, PARTICLES)["touches_border"].any()
+    # The sixth: cut by the label, so measured as one cut by the image border.
     table = result.particles
-    assert len(table) == 6
-    cut = table[table["touches_border"]]
-    assert len(cut) == 1
-    assert cut["centroid_x_px"].iloc[0] == pytest.approx(150, abs=8)
-    assert result.summary()["n_interior"] == 5
+    beside = table[((table["centroid_x_px"] - 150).abs() < 8) & (table["centroid_y_px"] > 195)]
+    assert len(beside) == 1 and beside["touches_border"].iloc[0]
 
 
 def test_cli_flag_and_summary_column(tmp_path: Path) -> None:
@@ -147,7 +165,9 @@ def test_cli_flag_and_summary_column(tmp_path: Path) -> None:
     kept = pd.read_csv(tmp_path / "kept" / "summary.csv")
     assert masked["annotation_px"].iloc[0] > 1000
     assert kept["annotation_px"].iloc[0] == 0
-    assert masked["n_particles"].iloc[0] < kept["n_particles"].iloc[0]
+    # Kept, the black bar is taken for a particle; left out, it is not.
+    assert (np.asarray(Image.open(tmp_path / "kept" / "export_mask.png"))[BAR] > 0).mean() > 0.5
+    assert not np.asarray(Image.open(tmp_path / "masked" / "export_mask.png"))[BAR].any()
     log = (tmp_path / "masked" / "log" / "segment.log").read_text()
     assert "burned-in scale bar or text left out" in log
 
@@ -176,7 +196,7 @@ def test_colour_drawn_on_a_grey_micrograph_is_an_annotation(tmp_path: Path) -> N
     result = Segmenter.load()(mic, pixel_size=0.3)
     assert result.annotation_px == int(found.sum())
     assert not (result.mask & found).any()
-    assert len(result.particles) == 5
+    _drawn_particles(result, PARTICLES)
 
 
 def test_grey_and_false_colour_files_have_no_coloured_pixels(tmp_path: Path) -> None:

@@ -73,13 +73,16 @@ def test_tiles_blend_to_the_single_pass_map(bundled: tuple[torch.nn.Module, np.n
 
 
 def test_shifted_image_gives_shifted_map(bundled: tuple[torch.nn.Module, np.ndarray]) -> None:
-    # The network's pooling grid repeats every 16 px: shifts by multiples of it are exact.
+    # Shifts by multiples of the network's pooling grid are exact.
     network, image = bundled
+    grid = 2**network.config.depth
     base = predict_image(network, image, tile=512)
-    shifted = predict_image(network, image[32:, 48:], tile=512)
-    # Away from the borders (where the two images differ), the maps agree.
-    inner = (slice(160, -160), slice(160, -160))
-    assert np.abs(shifted[inner] - base[32:, 48:][inner]).max() < 1e-4
+    shifted = predict_image(network, image[2 * grid :, 3 * grid :], tile=512)
+    # Away from the borders (where the two images differ, and where each is padded up to the
+    # grid), the maps agree.
+    edge = network.config.tile_margin + grid
+    inner = (slice(edge, -edge), slice(edge, -edge))
+    assert np.abs(shifted[inner] - base[2 * grid :, 3 * grid :][inner]).max() < 1e-4
 
 
 def test_tta_makes_the_map_follow_mirrors_and_turns(network: torch.nn.Module) -> None:

@@ -297,7 +297,10 @@ def train_command(
     ] = None,
     widths: Annotated[
         str | None,
-        typer.Option(help="Channels per U-Net level, comma-separated (default 4,8,16,32)."),
+        typer.Option(
+            help="Channels per U-Net level, comma-separated (the preset's: 4,8,16,32, or "
+            "4,8,16,32,64 for builtin)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
