@@ -32,7 +32,7 @@ clean:
 
 # The bundled model, from nothing: simulate, build the data set, train, evaluate, install.
 # Three regimes: HRTEM (lattice fringes), medium magnification (mass-thickness contrast) and
-# survey images with dense monolayers. About 50 min of simulation and 18 min of training on
+# survey images with dense monolayers. About 50 min of simulation and 37 min of training on
 # 2 CPU cores (see docs/training.md).
 WORK ?= runs/builtin
 NANOSEG := $(VENV)/bin/nanoseg

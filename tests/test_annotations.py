@@ -55,7 +55,8 @@ def _drawn_particles(result: SegmentResult, centres: list[tuple[int, int]]) -> p
     """The rows of `result`'s table for the particles drawn at `centres`, one each.
 
     Only the drawn particles are checked: in this cartoon's filtered white noise (unlike real
-    carbon) the bundled model also marks a few specks (BENCHMARKS.md, "Specks in white noise").
+    carbon) next to a filled label, the bundled model may also mark a speck or two
+    (BENCHMARKS.md, "Specks in white noise").
     """
     return pd.DataFrame([_particle_at(result, centre) for centre in centres])
 

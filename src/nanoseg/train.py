@@ -117,15 +117,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "default": {"preset": "default"},
     # The bundled model: every magnification, so a wider zoom, and exported 8-bit files; one
-    # U-Net level more than the paper's (a 316 px field of view instead of 156 px), which cut
-    # real-dev's speck detections by half where four times the channels did not. (More blur,
-    # sigma up to 3 px on half the samples, did not help on real-dev: docs/training.md.)
+    # U-Net level more than the paper's (a 316 px field of view instead of 156 px), trained on
+    # crops wider than that field (on 256 px crops its deepest level learns mostly padding).
+    # Four times the channels did not help; this did (docs/training.md). More blur, sigma up
+    # to 3 px on half the samples, did not help on real-dev either.
     "builtin": {
         "preset": "builtin",
         "scale": (0.6, 1.6),
         "export": True,
         "epochs": 20,
         "widths": (4, 8, 16, 32, 64),
+        "crop": 384,
     },
 }
 
