@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {"preset": "default"},
     # The bundled model: every magnification, so a wider zoom, and exported 8-bit files; one
     # U-Net level more than the paper's (a 316 px field of view instead of 156 px), trained on
-    # crops wider than that field (on 256 px crops its deepest level learns mostly padding).
+    # crops wider than that field (on 256 px crops it scored lower on every simulated figure).
     # Four times the channels did not help; this did (docs/training.md). More blur, sigma up
     # to 3 px on half the samples, did not help on real-dev either.
     "builtin": {
