@@ -79,7 +79,9 @@ def main() -> None:
         segmenter = ThresholdSegmenter(args.method, sigma, args.background)
         args.model = f"threshold {args.method} sigma {args.sigma} background {args.background}"
     else:
-        segmenter = Segmenter.load(args.model, tta=args.tta, edge=args.edge)
+        segmenter = Segmenter.load(
+            args.model, tta=args.tta, edge=args.edge, edge_level=args.edge_level
+        )
     results = {}
     for name, drop in SETS.items():
         folder = args.shared / "data" / name

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/segment_speed.py [--size 4096] [--tta none] [--model builtin]
-        [--precision auto|float32|bfloat16] [--edge contrast|network]
+        [--precision auto|float32|bfloat16] [--edge contrast|network] [--device auto|cpu|cuda]
     python benchmarks/segment_speed.py --size 8192 --memory
     python benchmarks/segment_speed.py --micrograph FILE   # FILE tiled to --size, its pixel size
 
@@ -75,10 +75,11 @@ def run(
     edge: str = "contrast",
     allocator: str = "reuse",
     micrograph: str | None = None,
+    device: str = "auto",
 ) -> dict:
     if allocator == "reuse":
         keep_freed_memory()
-    segmenter = Segmenter.load(model, tta=tta, precision=precision, edge=edge)
+    segmenter = Segmenter.load(model, tta=tta, precision=precision, edge=edge, device=device)
     span = segmenter.card.get("pixel_size_range_nm") or [None]
     pixel = span[0]
     if micrograph is not None:
@@ -103,6 +104,7 @@ def run(
         "peak_mb": round(peak_mb),
         "threads": torch.get_num_threads(),
         "precision": segmenter.precision,
+        "device": str(segmenter.device),
         "edge": edge,
         "allocator": allocator,
         "micrograph": micrograph or "synthetic",
@@ -120,6 +122,7 @@ def main() -> None:
         "--allocator", choices=["reuse", "default"], default="reuse", help="see the notes"
     )
     parser.add_argument("--micrograph", help="a file (or 'example') tiled to --size")
+    parser.add_argument("--device", default="auto", help="where the network runs")
     parser.add_argument("--memory", action="store_true", help="run in a child process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -141,6 +144,8 @@ def main() -> None:
                 args.edge,
                 "--allocator",
                 args.allocator,
+                "--device",
+                args.device,
                 *(["--micrograph", args.micrograph] if args.micrograph else []),
             ],
             check=True,
@@ -157,6 +162,7 @@ def main() -> None:
             args.edge,
             args.allocator,
             args.micrograph,
+            args.device,
         )
         if args.child:
             print(json.dumps(result))

@@ -73,10 +73,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_edge_argument(parser: argparse.ArgumentParser) -> None:
-    """``--edge``: where `segment` puts particle outlines (:data:`nanoseg.refine.EDGES`)."""
+    """``--edge`` and ``--edge-level``: where `segment` puts particle outlines
+    (:data:`nanoseg.refine.EDGES`)."""
     parser.add_argument(
         "--edge", default="contrast", choices=EDGES,
         help="particle outlines: half-contrast edge (the default) or the network's own",
+    )  # fmt: skip
+    parser.add_argument(
+        "--edge-level", type=float, default=0.5,
+        help="fraction of the particle's contrast where --edge contrast puts the outline",
     )  # fmt: skip
 
 
@@ -108,7 +113,7 @@ def main() -> None:
         map(float, args.pixel_size_range.split(":")) if args.pixel_size_range else (0, math.inf)
     )
     stems = split_stems(args.data, args.split)
-    segmenter = Segmenter.load(args.model, edge=args.edge, tta=args.tta)
+    segmenter = Segmenter.load(args.model, edge=args.edge, edge_level=args.edge_level, tta=args.tta)
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
     errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -174,6 +179,7 @@ def main() -> None:
             {
                 "model": args.model,
                 "edge": args.edge,
+                "edge_level": args.edge_level,
                 "tta": args.tta,
                 "split": args.split,
                 "n": used,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from synthetic import make_set as _make_set
+from synthetic import make_training_data
 
 from nanoseg.dataset import DatasetError, build_dataset
 from nanoseg.model import load_model
@@ -25,13 +26,8 @@ FAST = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    raw = _make_set(root / "raw", n=6, shape=(64, 96))
-    out = root / "d.h5"
-    build_dataset(raw / "images", raw / "labels", out, tile=32, normalize_mode="image-max",
-                  split=(0.5, 0.25, 0.25))  # fmt: skip
-    return out
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_training_data(tmp_path_factory.mktemp("train"))
 
 
 def test_loss_falls_and_outputs_are_written(data: Path, tmp_path: Path):

@@ -64,6 +64,7 @@ class BatchOptions:
     tile: int = 2048
     overlap: int = 32
     precision: str = "auto"  # network arithmetic: auto, float32 or bfloat16
+    device: str = "auto"  # where the network runs: auto, cpu, cuda or cuda:N
     edge: str = "contrast"  # particle outlines: half-contrast edge, or the network's own
     edge_level: float = 0.5
     threads: int = 0  # torch threads per task; 0 = leave torch's default
@@ -164,6 +165,7 @@ def load_segmenter(options: BatchOptions) -> Segmenter | ThresholdSegmenter | Br
         tile=options.tile,
         overlap=options.overlap,
         precision=options.precision,
+        device=options.device,
         edge=options.edge,
         edge_level=options.edge_level,
         mask_annotations=options.mask_annotations,

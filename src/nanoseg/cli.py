@@ -268,6 +268,16 @@ def dataset_info(data: Annotated[Path, typer.Argument(help="Data set file (.h5).
         typer.echo(line)
 
 
+# Options shared by the commands that run a network.
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        help="Where the network runs: auto (a CUDA GPU when torch sees one, else the CPU), "
+        "cpu, cuda or cuda:N."
+    ),
+]
+
+
 @app.command("train")
 @_expected_errors
 def train_command(
@@ -304,6 +314,7 @@ def train_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Train the U-Net; keep the best model by validation loss and choose its threshold."""
     from nanoseg.train import make_config, train
@@ -323,7 +334,7 @@ def train_command(
             f"{row['samples_per_second']:.1f} samples/s{mark}"
         )
 
-    card = train(data, out, config, resume=resume, progress=report)
+    card = train(data, out, config, resume=resume, progress=report, device=device)
     metrics = card["metrics"]["validation"]
     typer.echo(
         f"best epoch {card['epoch']}: threshold {card['threshold']:.2f} "
@@ -345,11 +356,12 @@ def evaluate(
         float | None,
         typer.Option(help="Particle probability threshold (default: the model card's, else 0.5)."),
     ] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Score a model on a data set split, per material and overall, and draw the figures."""
     from nanoseg.evaluate import evaluate_model, format_metrics
 
-    metrics = evaluate_model(model, data, out, split=split, threshold=threshold)
+    metrics = evaluate_model(model, data, out, split=split, threshold=threshold, device=device)
     for warning in metrics["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(
@@ -421,6 +433,7 @@ def segment(
             "faster), float32 or bfloat16."
         ),
     ] = "auto",
+    device: DeviceOption = "auto",
     edge: Annotated[
         str,
         typer.Option(
@@ -454,6 +467,7 @@ def segment(
         min_area_nm2=min_area,
         min_relative_diameter=min_relative_diameter,
         precision=precision,
+        device=device,
         edge=edge,
         edge_level=edge_level,
         mask_annotations=mask_annotations,

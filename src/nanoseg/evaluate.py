@@ -246,6 +246,7 @@ def evaluate_model(
     split: str = "test",
     threshold: float | None = None,
     batch_size: int = 8,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Run a saved model on a split of a data set and write metrics and figures to `out_dir`.
 
@@ -267,6 +268,8 @@ def evaluate_model(
         Particle threshold; by default the model card's, else 0.5.
     batch_size : int
         Tiles per forward pass.
+    device : str
+        Where the network runs (:func:`nanoseg.runtime.resolve_device`).
 
     Returns
     -------
@@ -286,8 +289,10 @@ def evaluate_model(
     from nanoseg.model import load_model
     from nanoseg.predict import predict_tiles
     from nanoseg.report import confusion_figure, overlay_figure, threshold_curve_figure
+    from nanoseg.runtime import resolve_device
 
     model_path, data_path = Path(model_path), Path(data_path)
+    target = resolve_device(device)
     model, card = load_model(model_path)
     chosen, source = _choose_threshold(threshold, card, model_path)
     tiles = load_split(data_path, split)
@@ -300,7 +305,7 @@ def evaluate_model(
         )
     out = check_output_dir(out_dir, inputs=[model_path, data_path])
 
-    prob = predict_tiles(model, tiles.images, batch_size=batch_size)
+    prob = predict_tiles(model.to(target), tiles.images, batch_size=batch_size)
     folder = model_path if model_path.is_dir() else model_path.parent
     name = folder.resolve().name
     if name in ("best", "last"):  # a training run's checkpoint: runs/NAME/best

@@ -44,6 +44,7 @@ from nanoseg.measure import (
 from nanoseg.model import UNet, inference_network, load_model
 from nanoseg.predict import TTA_MODES, model_scale, predict_image, preprocess
 from nanoseg.refine import EDGES, refine_outlines
+from nanoseg.runtime import resolve_device
 
 __all__ = [
     "BUILTIN",
@@ -70,28 +71,34 @@ DEFAULT_PARTICLE_PX_RANGE = (12.0, 400.0)
 #: Without a pixel size, the first network pass sees the image at most this wide (px).
 PREVIEW_SIDE = 2048
 #: Arithmetic of the network at inference: "auto" picks bfloat16 where the CPU computes it
-#: natively (AVX512-BF16 or AMX), else float32.
+#: natively (AVX512-BF16 or AMX), else float32; float32 on a GPU.
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, device: torch.device | None = None) -> str:
     """The arithmetic ``"auto"`` stands for on this machine.
 
     Parameters
     ----------
     precision : {"auto", "float32", "bfloat16"}
+    device : torch.device, optional
+        Where the network runs (default the CPU).
 
     Returns
     -------
     str
-        ``"float32"`` or ``"bfloat16"``. ``"auto"`` gives bfloat16 only where oneDNN runs it
-        natively: there this network is 2-3x faster and its probabilities differ from float32
-        by a few hundredths at most; elsewhere bfloat16 is emulated and slower.
+        ``"float32"`` or ``"bfloat16"``. On a CPU, ``"auto"`` gives bfloat16 only where oneDNN
+        runs it natively: there this network is 2-3x faster and its probabilities differ from
+        float32 by a few hundredths at most; elsewhere bfloat16 is emulated and slower. On a
+        GPU it gives float32, which was as fast as bfloat16 there (BENCHMARKS.md): the
+        network's few channels leave the GPU waiting on memory, not arithmetic.
     """
     if precision not in PRECISIONS:
         raise NanosegError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if precision != "auto":
         return precision
+    if device is not None and device.type != "cpu":
+        return "float32"
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return "bfloat16" if native else "float32"
 
@@ -363,6 +370,10 @@ class Segmenter:
     precision : {"auto", "float32", "bfloat16"}
         Arithmetic of the network (see :func:`resolve_precision`); the resolved value is in
         :attr:`settings` and so in each batch run's log.
+    device : str
+        Where the network runs: ``"auto"`` (a CUDA GPU when torch sees one, else the CPU),
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (:func:`nanoseg.runtime.resolve_device`). The
+        steps around the network run on the CPU either way.
     edge : {"contrast", "network"}
         Where particle outlines go: ``"contrast"`` moves each one to the point where the
         particle's contrast against the carbon around it has fallen to `edge_level` (the
@@ -399,6 +410,7 @@ class Segmenter:
         edge: str = "contrast",
         edge_level: float = 0.5,
         mask_annotations: bool = True,
+        device: str = "auto",
     ) -> None:
         if tta not in TTA_MODES:
             raise NanosegError(f"--tta must be one of {', '.join(TTA_MODES)}, not '{tta}'")
@@ -416,10 +428,11 @@ class Segmenter:
             raise NanosegError(f"--edge-level must be between 0 and 1, not {edge_level}")
         if overlap < 1 or tile < 1:
             raise NanosegError(f"tile ({tile}) and overlap ({overlap}) must be positive")
-        self.model = model.eval()
-        self.precision = resolve_precision(precision)
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.precision = resolve_precision(precision, self.device)
         # The same maps with fewer passes over memory (nanoseg.model.inference).
-        self._fast = inference_network(model, getattr(torch, self.precision))
+        self._fast = inference_network(self.model, getattr(torch, self.precision))
         self.card = card
         self.tta = tta
         self.threshold = float(card.get("threshold") or 0.5) if threshold is None else threshold
@@ -458,6 +471,7 @@ class Segmenter:
             "tile": self.tile,
             "overlap": self.overlap,
             "precision": self.precision,
+            "device": self.device.type,
             "edge": self.edge,
             "edge_level": self._refine_level,
             "mask_annotations": self.mask_annotations,

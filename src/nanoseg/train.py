@@ -43,6 +43,7 @@ from nanoseg.dataset import DatasetError, load_split, split_indices
 from nanoseg.errors import NanosegError
 from nanoseg.io import atomic_path, sha256_file, write_csv, write_json
 from nanoseg.model import UNet, UNetConfig, load_model, save_model
+from nanoseg.runtime import resolve_device
 
 __all__ = ["PRESETS", "TrainConfig", "TrainError", "train"]
 
@@ -316,7 +317,9 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def loss_function(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     """Categorical cross-entropy over the two maps, plus soft Dice of the particle map."""
-    loss = F.cross_entropy(logits, target)
+    # CUDA's cross-entropy kernel for images is not deterministic; the CPU keeps
+    # F.cross_entropy, which the bundled model was trained with.
+    loss = _cross_entropy(logits, target) if logits.is_cuda else F.cross_entropy(logits, target)
     if kind == "ce+dice":
         particle = torch.softmax(logits, dim=1)[:, 1]
         truth = target.float()
@@ -325,13 +328,21 @@ def loss_function(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torc
     return loss
 
 
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy(logits, target)`` from elementwise steps and sums, which every
+    device computes deterministically. `logits` ``(N, C, H, W)``, `target` int64 ``(N, H, W)``."""
+    chosen = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    return -(F.log_softmax(logits, dim=1) * chosen).sum(dim=1).mean()
+
+
 def _validation_loss(model: UNet, images: np.ndarray, labels: np.ndarray, kind: str) -> float:
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(images), 4):
-            x = torch.from_numpy(images[start : start + 4])[:, None]
-            y = torch.from_numpy(labels[start : start + 4].astype(np.int64))
+            x = torch.from_numpy(images[start : start + 4])[:, None].to(device)
+            y = torch.from_numpy(labels[start : start + 4].astype(np.int64)).to(device)
             total += float(loss_function(model(x), y, kind)) * len(x)
             count += len(x)
     return total / count
@@ -368,8 +379,13 @@ def train(
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train a network and choose its threshold; return the best model's card.
+
+    Augmentation runs on the CPU with the run's own random numbers, so a GPU sees the same
+    batches as the CPU would; the same seed gives the same model on the same kind of device
+    (GPU and CPU round differently, so their models differ slightly).
 
     Parameters
     ----------
@@ -385,6 +401,9 @@ def train(
         Called with each epoch's log row.
     stop_after : int, optional
         Stop (as if killed) after this many epochs of this call; for tests of resuming.
+    device : str
+        Where the network trains (:func:`nanoseg.runtime.resolve_device`); recorded in the
+        model card.
 
     Returns
     -------
@@ -392,6 +411,7 @@ def train(
         The card of the best model (``out/best``).
     """
     data, out = Path(data), Path(out)
+    target = resolve_device(device)
     if resume:
         if not (out / "config.json").exists():
             raise TrainError("nothing to resume: no config.json in the run folder", out)
@@ -409,7 +429,7 @@ def train(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _run(data, out, config, tiles, validation, resume, progress, stop_after)
+        return _run(data, out, config, tiles, validation, resume, progress, stop_after, target)
     finally:
         torch.use_deterministic_algorithms(deterministic)
         tiles.close()
@@ -424,8 +444,10 @@ def _run(
     resume: bool,
     progress: Callable[[dict[str, Any]], None] | None,
     stop_after: int | None,
+    device: torch.device,
 ) -> dict[str, Any]:
     model, origin = _build_model(config)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps = max(1, config.samples_per_epoch // config.batch_size)
     scheduler = (
@@ -438,7 +460,7 @@ def _run(
     out.mkdir(parents=True, exist_ok=True)
     data_hash = sha256_file(data)
     if resume and (out / "state.pt").exists():
-        saved = torch.load(out / "state.pt", weights_only=True)
+        saved = torch.load(out / "state.pt", weights_only=True, map_location=device)
         last, _ = load_model(out / "last")
         model.load_state_dict(last.state_dict())
         optimizer.load_state_dict(saved["optimizer"])
@@ -448,6 +470,7 @@ def _run(
     else:
         write_json(out / "config.json", {"config": config.to_dict(), "data": str(data)})
     card_base = _card_base(config, data, data_hash, tiles, origin)
+    card_base["training"]["device"] = _describe(device)
     epochs_this_call = 0
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
@@ -458,6 +481,7 @@ def _run(
         for _ in range(steps):
             rows = rng.integers(0, len(tiles.index), config.batch_size)
             x, y = augment(*tiles.batch(rows), config, rng)
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss = loss_function(model(x), y, config.loss)
             loss.backward()
@@ -493,7 +517,14 @@ def _run(
             and state["epoch"] < config.epochs
         ):
             raise KeyboardInterrupt(f"stopped after {epochs_this_call} epochs (stop_after)")
-    return _finish(out, config, data, card_base, state, validation)
+    return _finish(out, config, data, card_base, state, validation, device)
+
+
+def _describe(device: torch.device) -> str:
+    """``cpu``, or ``cuda`` with the GPU's name, for the model card."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def _card_base(
@@ -597,6 +628,7 @@ def _finish(
     card_base: dict[str, Any],
     state: dict[str, Any],
     validation: Any,
+    device: torch.device,
 ) -> dict[str, Any]:
     """Choose the threshold with the best model and write it into the best model's card."""
     from nanoseg.metrics import best_threshold, binarize, confusion, scores, threshold_curve
@@ -605,6 +637,7 @@ def _finish(
     if not (out / "best").exists():
         raise TrainError("no epoch improved the validation loss; nothing to keep", out)
     model, card = load_model(out / "best")
+    model.to(device)
     split = validation if config.threshold_split == "validation" else load_split(data, "train")
     if config.threshold_split == "train" and len(split) > 200:
         keep = np.random.default_rng(config.seed).choice(len(split), 200, replace=False)
