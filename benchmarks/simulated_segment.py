@@ -5,13 +5,15 @@ Usage::
     python benchmarks/simulated_segment.py --sim runs/builtin/sim --data runs/builtin/data.h5
         [--model builtin] [--edge contrast|network] [--split test] [--auto]
         [--by material|regime]
-        [--pixel-size-range 0.5:1] [--tta none|flip|d4]
+        [--pixel-size-range 0.5:1] [--particle-px-range 5:10] [--tta none|flip|d4]
 
 Each micrograph of the data set's split (whole micrographs, not tiles) is segmented exactly as
 ``nanoseg segment`` does, with the pixel size from its MRC header (``--auto``: none, so the
 particle scale is estimated from the image). Dice is pooled per material (or per pixel-size
 regime with ``--by regime``: HRTEM <= 0.05 nm/px < medium <= 0.3 nm/px < survey);
-``--pixel-size-range LOW:HIGH`` keeps only micrographs with a pixel size in that range (nm).
+``--pixel-size-range LOW:HIGH`` keeps only micrographs with a pixel size in that range (nm),
+``--particle-px-range LOW:HIGH`` only those whose median simulated particle is that many
+pixels wide (diameter over pixel size).
 Sizes: every simulated particle that lies wholly inside the field (its centre at least one
 diameter from the edge) and touches no other particle is matched to the predicted particle
 that contains its centre; the relative error of the predicted equivalent diameter is taken
@@ -66,7 +68,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--sim``, ``--data``, ``--model`` and ``--split``: a simulation folder, the data set
     built from it (which says which micrographs are in which split) and the model to score."""
     parser.add_argument("--sim", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument(
+        "--data", type=Path, default=None,
+        help="the data set built from --sim, for its splits; without it, every micrograph "
+        "of --sim (a simulation no model was trained on)",
+    )  # fmt: skip
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--split", default="test", choices=SPLITS)
     add_edge_argument(parser)
@@ -83,6 +89,14 @@ def add_edge_argument(parser: argparse.ArgumentParser) -> None:
         "--edge-level", type=float, default=0.5,
         help="fraction of the particle's contrast where --edge contrast puts the outline",
     )  # fmt: skip
+
+
+def _range(text: str | None) -> tuple[float, float]:
+    """``LOW:HIGH`` as two numbers; everything when not given."""
+    if not text:
+        return 0.0, math.inf
+    low, high = map(float, text.split(":"))
+    return low, high
 
 
 def split_stems(data: Path, split: str) -> list[str]:
@@ -107,12 +121,19 @@ def main() -> None:
         "--pixel-size-range", default=None,
         help="LOW:HIGH nm: only micrographs with a pixel size in this range",
     )  # fmt: skip
+    parser.add_argument(
+        "--particle-px-range", default=None,
+        help="LOW:HIGH px: only micrographs whose median particle is that wide",
+    )  # fmt: skip
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     args = parser.parse_args()
-    low, high = (
-        map(float, args.pixel_size_range.split(":")) if args.pixel_size_range else (0, math.inf)
+    low, high = _range(args.pixel_size_range)
+    low_px, high_px = _range(args.particle_px_range)
+    stems = (
+        split_stems(args.data, args.split)
+        if args.data is not None
+        else sorted(p.stem for p in (args.sim / "images").glob("*.mrc"))
     )
-    stems = split_stems(args.data, args.split)
     segmenter = Segmenter.load(args.model, edge=args.edge, edge_level=args.edge_level, tta=args.tta)
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((2, 2), np.int64))
     errors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -123,6 +144,10 @@ def main() -> None:
         mic = read_micrograph(args.sim / "images" / f"{stem}.mrc")
         if not low <= mic.pixel_size <= high:
             continue
+        if args.particle_px_range:
+            widths = [p["diameter_nm"] / mic.pixel_size for p in meta["particles"]]
+            if not widths or not low_px <= float(np.median(widths)) <= high_px:
+                continue
         used += 1
         truth = read_label_map(args.sim / "labels" / f"{stem}.png", shape=mic.shape)
         result = segmenter(mic, pixel_size="auto") if args.auto else segmenter(mic)
@@ -145,7 +170,7 @@ def main() -> None:
                 abs(d - p["projected_diameter_nm"]) / p["projected_diameter_nm"]
             )
     if not used:
-        raise SystemExit(f"no micrograph of the {args.split} split has a pixel size in range")
+        raise SystemExit("no micrograph is in the ranges asked for")
     summary = {}
     for material in sorted(counts):
         dice = float(scores(counts[material])["dice"])
@@ -181,7 +206,7 @@ def main() -> None:
                 "edge": args.edge,
                 "edge_level": args.edge_level,
                 "tta": args.tta,
-                "split": args.split,
+                "split": args.split if args.data is not None else f"all of {args.sim}",
                 "n": used,
                 **summary,
             }

@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="micrographs (evenly spread)")
     parser.add_argument("--max-pixel-size", type=float, default=0.3)
     args = parser.parse_args()
+    if args.data is None:
+        parser.error("--data is needed: its test split says which micrographs to shrink")
     stems = split_stems(args.data, args.split)
     metas = {s: json.loads((args.sim / "metadata" / f"{s}.json").read_text()) for s in stems}
     stems = [s for s in stems if metas[s]["pixel_size_nm"] <= args.max_pixel_size]

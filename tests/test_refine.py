@@ -70,6 +70,24 @@ def test_merged_particles_come_apart() -> None:
     assert n == 2
 
 
+def test_particles_split_from_a_merged_monolayer_are_kept() -> None:
+    """A dense monolayer that the network merged into one blob comes apart into a large group of
+    touching particles and single particles beside it. The singles are far below a fifth of
+    the group, but they are the size of the micrograph's typical particle, so they stay."""
+    shape = (160, 220)
+    group = [_disc(shape, (40 + 12 * r, 30 + 12 * c), 7) for r in range(2) for c in range(5)]
+    beside = [_disc(shape, (40 + 12 * r, 30 + 12 * 4 + 18), 7) for r in range(2)]
+    singles = [_disc(shape, (125, 20 + 25 * k), 7) for k in range(8)]
+    image = _image(group + beside + singles)
+    blob = ndimage.binary_dilation(np.any(group + beside, axis=0), iterations=3)
+    found = blob | ndimage.binary_dilation(np.any(singles, axis=0))
+    assert ndimage.label(blob, structure=np.ones((3, 3)))[1] == 1
+    refined = refine_outlines(image, found)
+    for disc in beside + singles:
+        assert (refined & disc).sum() > 0.8 * disc.sum()
+    assert (refined & np.any(group, axis=0)).sum() > 0.8 * np.any(group, axis=0).sum()
+
+
 def test_particle_without_contrast_keeps_its_outline() -> None:
     """Where the mask covers nothing darker than its surroundings, it is left as it was."""
     image = _image([np.zeros((128, 128), bool)])

@@ -20,8 +20,10 @@ Each particle is refined on its own, inside a box around it (particles whose box
    ring's standard deviation), its new outline is the set of pixels within `band` px of the
    old outline, nearer to it than to any other particle, and darker than
    ``carbon - level * (carbon - interior)``; of those, the connected pieces that overlap the
-   old outline and are at least :data:`MIN_PIECE` of the largest such piece are kept (so
-   particles the network merged may come apart, but noise does not shatter one), holes filled;
+   old outline and are at least :data:`MIN_PIECE` of the largest such piece, or of the
+   micrograph's median particle if that is smaller, are kept (so particles the network
+   merged may come apart, a dense monolayer into all of its particles, but noise does not
+   shatter one), holes filled;
 4. otherwise (weak or reversed contrast, as for small phase-contrast particles in HRTEM), and
    for particles under :data:`MIN_DIAMETER_PX` across, the network's outline is kept.
 """
@@ -42,7 +44,8 @@ __all__ = ["EDGES", "refine_outlines"]
 
 #: How particle outlines are placed: at the half-contrast edge, or as the network drew them.
 EDGES = ("contrast", "network")
-#: Pieces of a refined particle smaller than this fraction of its largest piece are dropped.
+#: Pieces of a refined particle smaller than this fraction of its largest piece (or of the
+#: micrograph's median particle area, if smaller) are dropped.
 MIN_PIECE = 0.2
 #: Particles narrower than this (equivalent diameter, px) keep the network's outline: the blur
 #: of their edges spans much of the particle, so its darkest level understates the contrast
@@ -115,6 +118,9 @@ def refine_outlines(
         return mask
     areas = np.bincount(labels.ravel())[1:]
     diameter = float(np.median(2 * np.sqrt(areas / np.pi)))
+    # A blob the network made of a dense monolayer splits into a large group and single
+    # particles far below a fifth of it: pieces the size of the median particle are kept.
+    typical_area = float(np.median(areas))
     band = max(2, round(diameter / 8))
     sigma = max(1.0, diameter / 20)
     reach = int(TRUNCATE * sigma + 0.5)  # the Gaussian kernel's half-width, px
@@ -154,14 +160,16 @@ def refine_outlines(
             # The core: the particle less everything within band / 2 (chessboard) of its edge.
             core = ~_grow(~particle, band // 2)
             return _refine_one(
-                box_smooth(job), near, particle, core, band, level, min_contrast, min_area_px
-            )
+                box_smooth(job), near, particle, core, band, level, min_contrast, min_area_px,
+                typical_area,
+            )  # fmt: skip
 
         def refine_stack(stack: tuple[int, list[Job]]) -> list[np.ndarray | None]:
             side, members = stack
             return _refine_stack(
-                members, side, labels, box_smooth, band, level, min_contrast, min_area_px
-            )
+                members, side, labels, box_smooth, band, level, min_contrast, min_area_px,
+                typical_area,
+            )  # fmt: skip
 
         stacks, alone = _stacks(jobs)
         refined: dict[int, np.ndarray | None] = {}
@@ -206,6 +214,7 @@ def _refine_stack(
     level: float,
     min_contrast: float,
     min_area_px: float,
+    typical_area: float,
 ) -> list[np.ndarray | None]:
     """:func:`_refine_one` for many particles at once: each in a `side` px window that starts
     at its box's corner, the windows stacked along a first axis.
@@ -267,7 +276,8 @@ def _refine_stack(
     owner[pieces.ravel()] = np.repeat(np.arange(rows_ok.size), side * side)
     largest = np.zeros(rows_ok.size, dtype=sizes.dtype)
     np.maximum.at(largest, owner[1:], sizes[1:])
-    keep = (sizes >= MIN_PIECE * largest[owner]) & (sizes >= min_area_px)
+    floor = MIN_PIECE * np.minimum(largest, typical_area)
+    keep = (sizes >= floor[owner]) & (sizes >= min_area_px)
     keep[0] = False
     kept_any = np.zeros(rows_ok.size, dtype=bool)
     kept_any[owner[keep]] = True
@@ -369,6 +379,7 @@ def _refine_one(
     level: float,
     min_contrast: float,
     min_area_px: float,
+    typical_area: float,
 ) -> np.ndarray | None:
     """The refined mask of one particle inside its box, or None to keep the network's."""
     # Square neighbourhoods (chessboard distance, :func:`_grow`): exact enough for bands of a
@@ -393,7 +404,7 @@ def _refine_one(
     refined = territory & (smooth < carbon - level * contrast)
     # The network decides what is a particle; this step moves outlines and may split particles
     # the network merged, but noise must not shatter one: pieces that overlap the old mask
-    # are kept when at least a fifth of the largest such piece.
+    # are kept when at least a fifth of the largest such piece, or of the median particle.
     pieces, _ = ndimage.label(refined, structure=EIGHT_CONNECTED)
     sizes = np.bincount(pieces.ravel())
     sizes[0] = 0
@@ -401,7 +412,8 @@ def _refine_one(
     sizes[overlap == 0] = 0
     if not sizes.any():
         return None
-    keep = (sizes >= MIN_PIECE * sizes.max()) & (sizes >= min_area_px)  # never the background
+    floor = MIN_PIECE * min(float(sizes.max()), typical_area)
+    keep = (sizes >= floor) & (sizes >= min_area_px)  # never the background
     if not keep.any():
         return None
     return _fill_holes(keep[pieces])
