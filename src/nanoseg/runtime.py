@@ -27,11 +27,7 @@ from nanoseg.errors import NanosegError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEVICES", "keep_freed_memory", "resolve_device"]
-
-#: Where the network runs: "auto" (a CUDA GPU when torch sees one, else the CPU), "cpu",
-#: "cuda" or "cuda:N".
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["keep_freed_memory", "resolve_device"]
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
